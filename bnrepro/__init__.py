@@ -1,0 +1,1 @@
+"""bnrepro: a reproduction of Ioffe & Szegedy (2015), Batch Normalization."""

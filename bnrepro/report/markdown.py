@@ -1,0 +1,88 @@
+"""report.md: what a report is made of (sections) and how it is written out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bnrepro.report.claims import Claim
+
+
+@dataclass
+class Section:
+    """One figure or table with its caption and the paper's claims checked against it."""
+
+    title: str
+    caption: str  # what is drawn or tabulated, and how seeds are aggregated
+    claims: list[Claim] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # a figure's PNG and PDF
+    table: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. rows that the run set lacks
+
+
+@dataclass
+class Skipped:
+    title: str
+    reason: str
+
+
+@dataclass
+class Report:
+    title: str
+    overview: list[str]  # bullet lines: what was loaded, the base lr and how it was chosen
+    problems: list[str]  # runs that could not be used, one line each
+    setup: pd.DataFrame  # config values shared by every run, and the ones that vary
+    sections: list[Section]
+    skipped: list[Skipped]
+    commands: list[str]
+    versions: pd.DataFrame
+    commits: list[str]
+
+
+def table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table; cells are printed as they are (format them first)."""
+    cells = [[str(c) for c in df.columns]] + [[str(v) for v in row] for row in df.itertuples(index=False)]
+    esc = [[c.replace("|", "\\|") for c in row] for row in cells]
+    lines = ["| " + " | ".join(row) + " |" for row in esc]
+    lines.insert(1, "|" + "---|" * len(df.columns))
+    return "\n".join(lines)
+
+
+def _section(s: Section, out: Path) -> list[str]:
+    lines = [f"### {s.title}", ""]
+    if s.files:
+        lines += [f"![{s.title}]({s.files[0].relative_to(out)})", ""]
+        lines += ["Files: " + ", ".join(f"[{p.name}]({p.relative_to(out)})" for p in s.files), ""]
+    if s.table is not None:
+        lines += [table(s.table), ""]
+    lines += [f"*{s.caption}*", ""]
+    lines += [f"- {c.sentence()}" for c in s.claims]
+    lines += [f"- Note: {n}" for n in s.notes]
+    return [*lines, ""]
+
+
+def render(r: Report, out: Path) -> str:
+    lines = [f"# {r.title}", "", *[f"- {o}" for o in r.overview], ""]
+    if r.problems:
+        lines += ["**Runs left out:**", "", *[f"- {p}" for p in r.problems], ""]
+    claims = [c for s in r.sections for c in s.claims]
+    if claims:
+        glance = pd.DataFrame([(c.where, c.paper, c.found, c.verdict) for c in claims],
+                              columns=["paper", "claim", "this run set", "verdict"])
+        lines += ["## The paper's claims at a glance", "", table(glance), ""]
+    lines += ["## Setup", "", table(r.setup), ""]
+    figures = [s for s in r.sections if s.files]
+    tables = [s for s in r.sections if not s.files]
+    if figures:
+        lines += ["## Figures", ""] + [line for s in figures for line in _section(s, out)]
+    if tables:
+        lines += ["## Tables", ""] + [line for s in tables for line in _section(s, out)]
+    if r.skipped:
+        lines += ["## Not made, and why", "", *[f"- **{s.title}**: {s.reason}" for s in r.skipped], ""]
+    lines += ["## Reproduce", "", "Commands (from `multirun.yaml` and `.hydra/overrides.yaml`):", ""]
+    lines += ["```bash", *r.commands, "```", ""]
+    lines += ["Package versions (from summary.json):", "", table(r.versions), ""]
+    lines += ["Git commits (from summary.json): " + (", ".join(r.commits) or "none recorded"), ""]
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""`bnrepro-train`: one training run (or, with -m, a sweep of them) from the Hydra configs in conf/."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from bnrepro.config import ConfigError, register_configs, validate
+from bnrepro.data import load_mnist
+from bnrepro.evaluation import Evaluator
+from bnrepro.loop import LoopResult, train_loop
+from bnrepro.models import MLP
+from bnrepro.runlog import git_commit, package_versions, write_metrics, write_summary
+from bnrepro.wandb_run import WandbRun
+
+register_configs()
+# conf/ sits beside the package in the checkout (installed editable): an absolute path,
+# because Hydra reads a relative one as a Python package when the entry point is a module
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", spec, "auto or cpu: no CUDA GPU is visible")
+    return torch.device(spec)
+
+
+def default_threads(hydra_cfg: DictConfig) -> int | None:
+    """Threads per job so that parallel jobs never oversubscribe the cores.
+
+    Small models gain more from parallel single-thread processes than from threads,
+    so a parallel launcher's job gets its share of the cores; a lone run keeps torch's default.
+    """
+    launcher = hydra_cfg.launcher
+    target = launcher.get("_target_", "")
+    if "joblib" in target:
+        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else os.cpu_count() or 1
+        return max(1, (os.cpu_count() or 1) // n_jobs)
+    if "submitit" in target:
+        return int(launcher.get("cpus_per_task") or 1)
+    return None
+
+
+def wandb_group(cfg: DictConfig, hydra_cfg: DictConfig) -> str | None:
+    """Every job of one sweep shares a W&B group named after the sweep folder."""
+    if cfg.wandb.group is not None:
+        return cfg.wandb.group
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep = Path(hydra_cfg.sweep.dir)
+        return f"{sweep.parent.name}_{sweep.name}"
+    return None
+
+
+def run(cfg: DictConfig, run_dir: Path, device: torch.device, hydra_cfg: DictConfig) -> dict[str, Any]:
+    """Train one model; everything it measured lands in run_dir and in one W&B run."""
+    started = time.perf_counter()
+    threads = cfg.train.num_threads or default_threads(hydra_cfg)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    summary: dict[str, Any] = {"status": "running", "steps_done": 0, "device": str(device),
+                               "versions": package_versions(), "git_commit": git_commit()}
+    write_summary(run_dir, summary)
+    wb = WandbRun(mode=cfg.wandb.mode, project=cfg.wandb.project, entity=cfg.wandb.entity,
+                  group=wandb_group(cfg, hydra_cfg), job_type=cfg.wandb.job_type or cfg.name,
+                  tags=list(cfg.wandb.tags), name=f"{cfg.name}/{run_dir.name}",
+                  config=OmegaConf.to_container(cfg, resolve=True), run_dir=run_dir,
+                  histogram_bins=cfg.tracking.histogram_bins if cfg.tracking.histograms else None)
+    rows: list[dict[str, float]] = []
+
+    def on_eval(step: int, row: dict[str, float], units: dict[str, torch.Tensor]) -> None:
+        rows.append(row)
+        write_metrics(run_dir, rows)
+        wb.log(step, row, units)
+
+    try:
+        data = load_mnist(cfg.data.root, device=device, binarize=cfg.data.binarize,
+                          threshold=cfg.data.threshold)
+        model = MLP(**cfg.model).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+        evaluator = Evaluator(data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles))
+        result: LoopResult = train_loop(
+            model, optimizer, data.train_x, data.train_y, evaluator, on_eval,
+            steps=cfg.train.steps, batch_size=cfg.train.batch_size, eval_every=cfg.train.eval_every,
+            max_loss=cfg.train.max_loss, seed=cfg.seed, progress=cfg.train.progress)
+    except Exception as e:
+        summary.update(status="failed", error=f"{type(e).__name__}: {e}",
+                       wall_time_s=time.perf_counter() - started, **_accuracy_summary(rows))
+        write_summary(run_dir, summary)
+        wb.finish(summary, exit_code=1)
+        raise
+    summary.update(
+        status=result.status, steps_done=result.steps_done, diverged_step=result.diverged_step,
+        wall_time_s=time.perf_counter() - started, train_time_s=result.train_time_s,
+        steps_per_s=result.steps_done / result.train_time_s if result.train_time_s > 0 else None,
+        **_accuracy_summary(rows, diverged=result.status == "diverged"),
+    )
+    write_summary(run_dir, summary)
+    wb.finish(summary, exit_code=0)
+    return summary
+
+
+def _accuracy_summary(rows: list[dict[str, float]], diverged: bool = False) -> dict[str, Any]:
+    """Final and best test accuracy; a diverged run has no final accuracy, only its best before."""
+    if not rows:
+        return {"final_test_acc": None, "best_test_acc": None, "best_step": None}
+    best = max(rows, key=lambda r: r["test_acc"])
+    return {"final_test_acc": None if diverged else rows[-1]["test_acc"],
+            "best_test_acc": best["test_acc"], "best_step": best["step"]}
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    try:
+        validate(cfg)
+        device = resolve_device(cfg.device)
+    except ConfigError as e:
+        # one line and a non-zero exit; no traceback for a config mistake
+        print(f"bnrepro-train: {e}", file=sys.stderr)
+        sys.exit(2)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    summary = run(cfg, run_dir, device, hydra_cfg)
+    print(f"{summary['status']}: final test accuracy {summary['final_test_acc']}, "
+          f"best {summary['best_test_acc']} at step {summary['best_step']} ({run_dir})")
+    return summary["final_test_acc"]
+
+
+if __name__ == "__main__":
+    main()

