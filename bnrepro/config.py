@@ -42,7 +42,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.5
+    lr: float = 0.1
     momentum: float = 0.0
 
 

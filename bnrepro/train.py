@@ -70,6 +70,7 @@ def run(cfg: DictConfig, run_dir: Path, device: torch.device, hydra_cfg: DictCon
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     summary: dict[str, Any] = {"status": "running", "steps_done": 0, "device": str(device),
+                               "torch_threads": torch.get_num_threads(),
                                "versions": package_versions(), "git_commit": git_commit()}
     write_summary(run_dir, summary)
     wb = WandbRun(mode=cfg.wandb.mode, project=cfg.wandb.project, entity=cfg.wandb.entity,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf.errors import ConfigCompositionException, ValidationError
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
 
 from bnrepro.config import ConfigError, register_configs, validate
 

@@ -9,6 +9,7 @@ is written to issue as few tensor ops as possible (fused var_mean/addcmul, in-pl
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -16,35 +17,68 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 
+@functools.lru_cache(maxsize=64)
+def _const(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """0-dim tensor of `value`: as an operand it skips the scalar-to-tensor copy a python number costs."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+def _grads(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
+    xhat, k, m, dims, keep = ctx.xhat, ctx.k, ctx.m, ctx.dims, ctx.keep
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    batch_stats = ctx.batch_stats
+    # (C,) or (1, C, 1, ..): with batch statistics dx needs both sums, else they are only parameter grads
+    dbeta = dy.sum(dims, keepdim=keep) if need_b or (need_x and batch_stats) else None
+    dgamma = (dy * xhat).sum(dims, keepdim=keep) if need_w or (need_x and batch_stats) else None
+    dx = None
+    if need_x and batch_stats:
+        # Closed form, with sum_j dxhat_j = gamma*dbeta and sum_j dxhat_j*xhat_j = gamma*dgamma:
+        # dx = gamma*invstd * (dy - dbeta/m - xhat*dgamma/m)
+        dx = torch.addcmul(dy, xhat, dgamma, value=-1 / m).sub_(dbeta, alpha=1 / m).mul_(k)
+    elif need_x:  # running statistics are constants (Algorithm 2): BN is a per-channel affine map
+        dx = dy * k
+    if keep:  # (1, C, 1, ..) -> (C,) like the parameters
+        dgamma = dgamma.view(-1) if dgamma is not None else None
+        dbeta = dbeta.view(-1) if dbeta is not None else None
+    return dx, dgamma if need_w else None, dbeta if need_b else None, None, None, None, None, None, None
+
+
+_grads_once = once_differentiable(_grads)
+
+
 class BatchNormFunction(torch.autograd.Function):
     """y = gamma * (x - mu) / sqrt(var + eps) + beta over all dims but dim 1 (the channel).
 
     batch_stats: normalise with the batch's mean and biased variance (Algorithm 1) and, if running_mean
     is given, move the running statistics towards them by `factor` (running_var gets the unbiased
-    variance). Otherwise normalise with running_mean/running_var (Algorithm 2).
+    variance). Otherwise normalise with running_mean/running_var (Algorithm 2). m: values per channel.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
                 running_var: Tensor | None, batch_stats: bool, factor: float, eps: float, m: int) -> Tensor:
         # x: (N, C) or (N, C, *spatial). For (N, C) the per-channel (C,) tensors broadcast as they are;
-        # otherwise they are viewed as (1, C, 1, ...) so no reshape/permute of x is ever needed.
+        # otherwise they are viewed as (1, C, 1, ..) so no reshape/permute of x is ever needed.
+        # Scalars go in alpha=/value= arguments or as cached 0-dim tensors: a python number operand
+        # costs a scalar-to-tensor conversion, as much as one of these (tiny) kernels.
         keep = x.dim() > 2
         dims = (0, *range(2, x.dim())) if keep else 0
         shape = (1, -1) + (1,) * (x.dim() - 2) if keep else None
+        eps = _const(eps, x.dtype, x.device)
         if batch_stats:
             # Two passes (mean, then centred sum of squares) rather than torch.var_mean: on CPU its
-            # Welford kernel over dim 0 costs ~40 us at (60, 100), ten times these three ops together.
-            mean = x.sum(dims, keepdim=keep).div_(m)  # (C,) or (1, C, 1, ..)
-            xc = x - mean
+            # Welford kernel over dim 0 costs ~40 us at (60, 100), ten times these four ops together.
+            s = x.sum(dims, keepdim=keep)  # (C,) or (1, C, 1, ..): m * mean
+            xc = torch.sub(x, s, alpha=1 / m)  # x - mean
             sumsq = (xc * xc).sum(dims, keepdim=keep)  # m * biased variance
             if running_mean is not None:  # forward runs under no_grad: buffers update in place
-                running_mean.lerp_(mean.view(-1), factor)
-                # running_var stores the unbiased variance sumsq / (m - 1), as torch does
-                running_var.mul_(1 - factor).add_(sumsq.view(-1), alpha=factor / (m - 1))
-            invstd = sumsq.div_(m).add_(eps).rsqrt_()  # normalise with the biased variance (Alg. 1)
+                s1, s2 = (s.view(-1), sumsq.view(-1)) if keep else (s, sumsq)
+                # r <- (1 - f) r + f * stat; running_var gets the unbiased sumsq / (m - 1), as torch's
+                running_mean.add_(running_mean, alpha=-factor).add_(s1, alpha=factor / m)
+                running_var.add_(running_var, alpha=-factor).add_(s2, alpha=factor / (m - 1))
+            invstd = torch.add(eps, sumsq, alpha=1 / m).rsqrt_()  # biased variance (Algorithm 1)
         else:
-            mean, invstd = running_mean, (running_var + eps).rsqrt_()
+            mean, invstd = running_mean, torch.add(eps, running_var).rsqrt_()
             if keep:
                 mean, invstd = mean.view(shape), invstd.view(shape)
             xc = x - mean
@@ -52,34 +86,18 @@ class BatchNormFunction(torch.autograd.Function):
         if weight is not None:
             w = weight.view(shape) if keep else weight
             y = torch.addcmul(bias.view(shape) if keep else bias, xhat, w)
+            k = w * invstd  # d y / d x at fixed statistics
         else:
-            w, y = None, xhat.clone()  # own output: xhat is saved for backward
-        ctx.save_for_backward(xhat, invstd, w)
-        ctx.dims, ctx.keep, ctx.batch_stats, ctx.m = dims, keep, batch_stats, m
+            y, k = xhat.clone(), invstd  # a fresh output: xhat is kept for backward
+        # Intermediates (never inputs/outputs) go straight on ctx: cheaper than save_for_backward.
+        ctx.xhat, ctx.k, ctx.m, ctx.dims, ctx.keep, ctx.batch_stats = xhat, k, m, dims, keep, batch_stats
         return y
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, dy: Tensor):
-        xhat, invstd, w = ctx.saved_tensors
-        dims, keep, m, batch_stats = ctx.dims, ctx.keep, ctx.m, ctx.batch_stats
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        # (C,) or (1, C, 1, ..): with batch statistics dx needs both sums, else they are only weight grads
-        dbeta = dy.sum(dims, keepdim=keep) if need_b or (need_x and batch_stats) else None
-        dgamma = (dy * xhat).sum(dims, keepdim=keep) if need_w or (need_x and batch_stats) else None
-        dx = None
-        if need_x:
-            k = invstd if w is None else w * invstd  # gamma / sqrt(var + eps), per channel
-            if batch_stats:
-                # Closed form with sum_j dxhat_j = gamma*dbeta and sum_j dxhat_j*xhat_j = gamma*dgamma:
-                # dx = gamma*invstd * (dy - dbeta/m - xhat*dgamma/m)
-                dx = torch.addcmul(dy, xhat, dgamma, value=-1 / m).sub_(dbeta, alpha=1 / m).mul_(k)
-            else:  # running statistics are constants (Algorithm 2): BN is a per-channel affine map
-                dx = dy * k
-        if keep:  # (1, C, 1, ..) -> (C,) like the parameters
-            dgamma = dgamma.view(-1) if dgamma is not None else None
-            dbeta = dbeta.view(-1) if dbeta is not None else None
-        return dx, dgamma if need_w else None, dbeta if need_b else None, None, None, None, None, None, None
+    def backward(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
+        # Double backward is not supported; once_differentiable (which says so) costs ~2 us a call,
+        # so it only wraps the create_graph=True case, the only one where grad mode is on here.
+        return (_grads_once if torch.is_grad_enabled() else _grads)(ctx, dy)
 
 
 class _BatchNorm(nn.Module):

@@ -108,9 +108,11 @@ def lr_figure(runs: pd.DataFrame, base_lr: float | None) -> Figure:
             color, style = _style(bn, i)
             ok = group[(group["status"] != "diverged") & group[column].notna()]
             stats = ok.groupby("optim.lr")[column].agg(["mean", "min", "max"])
-            spread = [stats["mean"] - stats["min"], stats["max"] - stats["mean"]]
-            ax.errorbar(stats.index, stats["mean"], yerr=spread, fmt="o" + style, color=color, capsize=3,
-                        label=f"bn={bn} (n={group['seed'].nunique()} seeds)")
+            spread = np.vstack([stats["mean"] - stats["min"], stats["max"] - stats["mean"]])
+            lo, hi = group.groupby("optim.lr").size().agg(["min", "max"])
+            n = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            ax.errorbar(stats.index.to_numpy(), stats["mean"].to_numpy(), yerr=spread, fmt="o" + style,
+                        color=color, capsize=3, label=f"bn={bn} (n={n} per lr)")
             bad = group[group["status"] == "diverged"]
             if len(bad):
                 ax.plot(bad["optim.lr"], np.full(len(bad), bottom + 0.02), "x", color=color, ms=9, mew=2,

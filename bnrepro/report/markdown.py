@@ -38,7 +38,7 @@ class Report:
     skipped: list[Skipped]
     commands: list[str]
     versions: pd.DataFrame
-    commits: list[str]
+    commits: str  # git commits from summary.json, with run counts when they differ
 
 
 def table(df: pd.DataFrame) -> str:
@@ -67,7 +67,8 @@ def render(r: Report, out: Path) -> str:
     lines = [f"# {r.title}", "", *[f"- {o}" for o in r.overview], ""]
     if r.problems:
         lines += ["**Runs left out:**", "", *[f"- {p}" for p in r.problems], ""]
-    claims = [c for s in r.sections for c in s.claims]
+    # a claim shown under two sections (the LR figure and the divergence table) is listed once
+    claims = list({c.sentence(): c for s in r.sections for c in s.claims}.values())
     if claims:
         glance = pd.DataFrame([(c.where, c.paper, c.found, c.verdict) for c in claims],
                               columns=["paper", "claim", "this run set", "verdict"])
@@ -84,5 +85,5 @@ def render(r: Report, out: Path) -> str:
     lines += ["## Reproduce", "", "Commands (from `multirun.yaml` and `.hydra/overrides.yaml`):", ""]
     lines += ["```bash", *r.commands, "```", ""]
     lines += ["Package versions (from summary.json):", "", table(r.versions), ""]
-    lines += ["Git commits (from summary.json): " + (", ".join(r.commits) or "none recorded"), ""]
+    lines += [f"Git commit (from summary.json): {r.commits}", ""]
     return "\n".join(lines)

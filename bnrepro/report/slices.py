@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 BN, LR, ACT, SEED = "model.bn", "optim.lr", "model.activation", "seed"
+BN_ORDER = {"none": 0, "before": 1, "after": 2}
 # settings that do not change what a run computes, so they never split a configuration; `name` is
 # a label: fig1's and lr_sweep's runs at the same settings are the same configuration
 NEUTRAL = {SEED, "name", "device", "data.root", "train.progress", "train.num_threads"}
@@ -140,6 +141,15 @@ def fmt_value(v: Any) -> str:
     if isinstance(v, tuple):
         return "[" + ",".join(map(fmt_value, v)) + "]"
     return str(v)
+
+
+def order_key(key: str, value: Any) -> tuple[int, float, str]:
+    """Sort values the way a reader expects: bn none < before < after, numbers by size."""
+    if key == BN:
+        return (0, BN_ORDER.get(value, len(BN_ORDER)), str(value))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, fmt_value(value))
 
 
 def configurations(runs: pd.DataFrame, varying: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:

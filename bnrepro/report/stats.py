@@ -45,9 +45,6 @@ class Stat:
     std: float  # sample std (ddof=1); NaN for a single value
     n: int  # values that exist; a diverged run has no final accuracy
 
-    def pct(self) -> str:
-        return "n/a" if self.n == 0 else f"{100 * self.mean:.2f}%"
-
 
 def stat(values: pd.Series) -> Stat:
     v = pd.to_numeric(values, errors="coerce").dropna()
@@ -61,8 +58,12 @@ class Drift:
 
 
 def drift(metrics: pd.DataFrame, runs: pd.DataFrame, columns: list[str]) -> Drift | None:
-    """How far one layer's tracked distribution moved during training (Figure 1(b, c) in numbers)."""
-    rows = metrics[metrics["run"].isin(runs["run"])]
+    """How far one layer's tracked distribution moved during training (Figure 1(b, c) in numbers).
+
+    Step 0 is left out: the net is untrained, and BN's running statistics still hold their initial
+    values, so in inference mode BN does not normalise yet and step 0 would count as BN's own drift.
+    """
+    rows = metrics[metrics["run"].isin(runs["run"]) & (metrics["step"] > 0)]
     if rows.empty or any(c not in rows for c in columns):
         return None
     per_run = rows.groupby("run")

@@ -10,64 +10,85 @@ import pandas as pd
 
 from bnrepro.report import claims
 from bnrepro.report.markdown import Section, Skipped
-from bnrepro.report.slices import ACT, BN, LR, configurations, fmt_value, matches, reference_slice, short_name
+from bnrepro.report.slices import (
+    ACT,
+    BN,
+    LR,
+    configurations,
+    fmt_value,
+    matches,
+    order_key,
+    reference_slice,
+    short_name,
+)
 from bnrepro.report.stats import best_of_mean, first_step_reaching, stat
 
-BN_ORDER = {"none": 0, "before": 1, "after": 2}
 # Sec. 4.2: steps to reach Inception's best accuracy (72.2%), and each model's own best
 PAPER_STEPS = {"Baseline": "31.0M (72.2%)", "BN": "13.3M (72.7%)", "BN-x5": "2.1M (73.0%)",
                "BN-x30": "2.7M (74.8%)"}
 STEP_ROWS = [("Baseline", "none", 1), ("BN", "before", 1), ("BN-x5", "before", 5), ("BN-x30", "before", 30)]
+Groups = list[tuple[dict[str, Any], pd.DataFrame]]
 
 
-def pct(x: float) -> str:
+def pct(x: float | None) -> str:
     """A fraction as a percentage with 2 decimals; the tests parse these cells back."""
     return "–" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
 
-def _sort_key(key: str, value: Any) -> tuple[int, float, str]:
-    if key == BN:
-        return (0, BN_ORDER.get(value, 9), str(value))
-    return (0, float(value), "") if isinstance(value, int | float) else (1, 0.0, fmt_value(value))
+def n_diverged(runs: pd.DataFrame) -> int:
+    return int((runs["status"] == "diverged").sum())
 
 
 def accuracy_section(runs: pd.DataFrame, varying: list[str]) -> Section:
-    groups = sorted(configurations(runs, varying), key=lambda g: [_sort_key(k, g[0][k]) for k in varying])
+    groups = sorted(configurations(runs, varying), key=lambda g: [order_key(k, g[0][k]) for k in varying])
     rows = []
     for values, group in groups:
         final, best = stat(group["final_test_acc"]), stat(group["best_test_acc"])
-        row = {short_name(k, varying): fmt_value(v) for k, v in values.items()} or {"configuration": "all runs"}
-        rows.append({**row, "n": len(group), "diverged": int((group["status"] == "diverged").sum()),
-                     "final mean (%)": pct(final.mean), "final std": pct(final.std),
-                     "best mean (%)": pct(best.mean), "best std": pct(best.std)})
+        names = {short_name(k, varying): fmt_value(v) for k, v in values.items()}
+        rows.append({**(names or {"configuration": "all runs"}), "n": len(group),
+                     "diverged": n_diverged(group), "final mean (%)": pct(final.mean),
+                     "final std": pct(final.std), "best mean (%)": pct(best.mean), "best std": pct(best.std)})
     wins, pairs = _bn_pairs(groups, varying)
-    caption = ("Test accuracy per configuration (the config values that vary across the run set, seed aside): "
-               "mean and sample std over seeds, in percent. A diverged run has no final accuracy, so the final "
-               "mean covers the runs that did not diverge; best is each run's highest evaluated accuracy.")
+    caption = ("Test accuracy per configuration (the config values that vary across the run set, seed "
+               "aside): mean and sample std over seeds, in percent. A diverged run has no final accuracy, "
+               "so the final mean covers the runs that did not diverge; best is each run's highest "
+               "evaluated accuracy.")
     return Section("Accuracy per configuration", caption, [claims.bn_beats_counterparts(wins, pairs)],
                    table=pd.DataFrame(rows))
 
 
-def _bn_pairs(groups: list[tuple[dict[str, Any], pd.DataFrame]], varying: list[str]) -> tuple[int, int]:
+def _bn_pairs(groups: Groups, varying: list[str]) -> tuple[int, int]:
     """(configurations where BN beats the same settings without BN, configurations with such a twin)."""
     if BN not in varying:
         return 0, 0
     wins = pairs = 0
     for values, group in groups:
-        if values[BN] == "none":
-            continue
-        twin = next((g for v, g in groups if v[BN] == "none"
+        twin = next((g for v, g in groups if v[BN] == "none" and values[BN] != "none"
                      and all(v[k] == values[k] for k in varying if k != BN)), None)
-        bn, base = stat(group["final_test_acc"]), stat(twin["final_test_acc"]) if twin is not None else None
-        if base is None or bn.n == 0 or base.n == 0:
+        if twin is None:
             continue
-        pairs += 1
-        wins += bn.mean > base.mean
+        bn, base = stat(group["final_test_acc"]), stat(twin["final_test_acc"])
+        if bn.n and base.n:
+            pairs += 1
+            wins += bn.mean > base.mean
     return wins, pairs
 
 
-def _lr_mask(runs: pd.DataFrame, lr: float) -> pd.Series:
-    return matches(runs, LR, lr)
+def _step_groups(runs: pd.DataFrame, base_lr: float) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The table's rows that the run set has, by name, and a line for each main row it lacks."""
+    acts = list(dict.fromkeys(runs[ACT])) if ACT in runs else [None]
+    ref_act = "sigmoid" if "sigmoid" in acts else acts[0]
+    found, missing = {}, []
+    for act in [ref_act, *(a for a in acts if a != ref_act)]:
+        for name, bn, mult in STEP_ROWS:
+            label = name if act == ref_act else f"{name}-{act}"
+            mask = matches(runs, BN, bn) & matches(runs, LR, mult * base_lr)
+            group = runs[mask & matches(runs, ACT, act)] if act is not None else runs[mask]
+            if len(group):
+                found[label] = group
+            elif act == ref_act:
+                missing.append(f"{label}: no runs with bn={bn} at lr={mult * base_lr:g} ({mult}x)")
+    return found, missing
 
 
 def steps_section(runs: pd.DataFrame, metrics: pd.DataFrame, varying: list[str],
@@ -76,85 +97,76 @@ def steps_section(runs: pd.DataFrame, metrics: pd.DataFrame, varying: list[str],
     if base_lr is None:
         return Skipped(title, "no learning rate is recorded, so no baseline can be defined")
     runs, pinned = reference_slice(runs, varying, [BN, LR, ACT], base_lr)
-    acts = list(dict.fromkeys(runs[ACT])) if ACT in runs else [None]
-    ref_act = "sigmoid" if "sigmoid" in acts else acts[0]
-    found: dict[str, pd.DataFrame] = {}
-    missing = []
-    for act in [ref_act, *(a for a in acts if a != ref_act)]:
-        for name, bn, mult in STEP_ROWS:
-            label = name if act == ref_act else f"{name}-{act}"
-            mask = matches(runs, BN, bn) & _lr_mask(runs, mult * base_lr)
-            group = runs[mask & matches(runs, ACT, act)] if act is not None else runs[mask]
-            if len(group):
-                found[label] = group
-            elif act == ref_act:
-                missing.append(f"{label}: no runs with bn={bn}, lr={mult * base_lr:g} ({mult}x)")
+    found, missing = _step_groups(runs, base_lr)
     base = found.get("Baseline")
     target = best_of_mean(metrics, base) if base is not None else None
-    reached = {k: first_step_reaching(metrics, g, target) if target is not None else None for k, g in found.items()}
+    reached = {k: None if target is None else first_step_reaching(metrics, g, target)
+               for k, g in found.items()}
     best = {k: best_of_mean(metrics, g) for k, g in found.items()}
     rows = []
     for label, group in found.items():
         step, base_step = reached[label], reached.get("Baseline")
-        speedup = f"{base_step / step:.1f}x" if step and base_step else "–"
         rows.append({"row": label, "bn": group[BN].iloc[0], "lr": fmt_value(group[LR].iloc[0]),
                      "activation": group[ACT].iloc[0] if ACT in group else "–", "n": len(group),
-                     "best seed-mean acc (%)": pct(best[label] if best[label] is not None else math.nan),
-                     "steps to target": "never" if step is None else str(step), "speed-up": speedup,
+                     "best seed-mean acc (%)": pct(best[label]),
+                     "steps to target": "never" if step is None else str(step),
+                     "speed-up": f"{base_step / step:.1f}x" if step and base_step else "–",
                      "paper": PAPER_STEPS.get(label, "–")})
-    caption = (f"Target: the baseline's best accuracy = the highest seed-mean test accuracy of bn=none at the base "
-               f"lr {base_lr:g} ({pct(target) + '%' if target is not None else 'n/a: no baseline runs'}). "
-               "Steps to target: the first evaluation step at which a row's seed-mean test accuracy reaches it "
-               "(only steps every seed reports; resolution = train.eval_every). Speed-up: baseline steps / row "
-               "steps. Paper column: steps to Inception's best, 72.2%, and each model's own best. The paper's "
-               "activation swap went the other way (its nets use ReLU; BN-x5-Sigmoid reached 69.8%, never 72.2%); "
-               "ours use sigmoid, so the swap rows, if any, carry the other activation's name.")
+    target_text = f"{pct(target)}%" if target is not None else "n/a: no baseline runs"
+    caption = (f"Target: the baseline's best accuracy, i.e. the highest seed-mean test accuracy of bn=none "
+               f"at the base lr {base_lr:g} ({target_text}). Steps to target: the first evaluation step at "
+               "which a row's seed-mean test accuracy reaches it (only steps that every seed reports; "
+               "resolution = train.eval_every). Speed-up: baseline steps / row steps. Paper: steps to "
+               "Inception's best (72.2%) and each model's own best. The paper's activation swap went the "
+               "other way (its nets use ReLU; BN-x5-Sigmoid reached 69.8%, never 72.2%); ours use sigmoid, "
+               "so swap rows carry the other activation's name.")
     if pinned:
-        caption += f" Other settings pinned to: {', '.join(f'{k}={fmt_value(v)}' for k, v in pinned.items())}."
+        caption += " Other settings pinned to: " + ", ".join(f"{k}={fmt_value(v)}" for k, v in pinned.items())
     return Section(title, caption, _steps_claims(reached, best, base is not None), table=pd.DataFrame(rows),
                    notes=[f"missing row {m}" for m in missing])
 
 
-def _steps_claims(reached: dict[str, int | None], best: dict[str, float | None], has_base: bool) -> list:
+def _steps_claims(reached: dict[str, int | None], best: dict[str, float | None],
+                  has_base: bool) -> list[claims.Claim]:
     where = "Sec. 4.2, table"
-    bn_paper = "BN reaches the baseline's best accuracy in fewer steps (13.3M vs 31.0M)."
-    x5_paper = "BN-x5 needs fewer steps still (2.1M vs BN's 13.3M)."
+    checks = (("BN", "Baseline", "BN reaches the baseline's best accuracy in fewer steps (13.3M vs 31.0M)."),
+              ("BN-x5", "BN", "BN-x5 needs fewer steps still (2.1M vs BN's 13.3M)."))
     out = []
-    for name, slow, paper in (("BN", "Baseline", bn_paper), ("BN-x5", "BN", x5_paper)):
-        if not has_base or name not in reached or slow not in reached:
-            out.append(claims.untestable(where, paper, f"{name} and {slow} rows" + ("" if has_base else
-                                                                                     " (no baseline runs)")))
-        else:
+    for name, slow, paper in checks:
+        if has_base and name in reached and slow in reached:
             out.append(claims.fewer_steps(name, paper, reached[name], reached[slow], slow))
+        else:
+            lacking = "baseline runs (bn=none at the base lr)" if not has_base else f"{name} and {slow} rows"
+            out.append(claims.untestable(where, paper, lacking))
     out.append(claims.x30_ends_highest(best.get("BN-x30"), best.get("BN-x5")))
     return out
 
 
 def lr_claims(runs: pd.DataFrame, base_lr: float | None) -> list[claims.Claim]:
     """Sec. 4.2's divergence claims: no BN at >= 5x diverges, BN at 5x-30x trains."""
-    if base_lr is None or LR not in runs:
+    if base_lr is None or LR not in runs or BN not in runs:
         return []
     lr = runs[LR].astype(float)
     high = lr >= 5 * base_lr * (1 - 1e-9)
     no_bn = runs[high & matches(runs, BN, "none")]
     bn = runs[high & (lr <= 30 * base_lr * (1 + 1e-9)) & matches(runs, BN, "before")]
-    return [claims.high_lr_without_bn_diverges(int((no_bn["status"] == "diverged").sum()), len(no_bn), base_lr),
-            claims.high_lr_with_bn_trains(int((bn["status"] == "diverged").sum()), len(bn), base_lr)]
+    return [claims.high_lr_without_bn_diverges(n_diverged(no_bn), len(no_bn), base_lr),
+            claims.high_lr_with_bn_trains(n_diverged(bn), len(bn), base_lr)]
 
 
 def divergence_section(runs: pd.DataFrame, base_lr: float | None) -> Section | Skipped:
     title = "Divergence per learning rate"
     if LR not in runs or BN not in runs:
         return Skipped(title, f"the runs do not record {LR} and {BN}")
-    modes = sorted(runs[BN].unique(), key=lambda b: BN_ORDER.get(b, 9))
+    modes = sorted(runs[BN].unique(), key=lambda b: order_key(BN, b))
     rows = []
     for lr in sorted(runs[LR].astype(float).unique()):
-        at = runs[_lr_mask(runs, lr)]
+        at = runs[matches(runs, LR, lr)]
         row = {"lr": f"{lr:g}", "x base": f"{lr / base_lr:g}x" if base_lr else "–"}
         for bn in modes:
             group = at[at[BN] == bn]
-            row[f"bn={bn} diverged/total"] = f"{(group['status'] == 'diverged').sum()}/{len(group)}" if len(group) else "–"
+            row[f"bn={bn} diverged/total"] = f"{n_diverged(group)}/{len(group)}" if len(group) else "–"
         rows.append(row)
-    caption = ("Runs that diverged (training loss NaN/inf or above train.max_loss) out of the finished runs at each "
-               "learning rate, over the whole run set (all other settings pooled).")
+    caption = ("Runs that diverged (training loss NaN/inf or above train.max_loss) out of the finished runs "
+               "at each learning rate, over the whole run set (other settings pooled).")
     return Section(title, caption, lr_claims(runs, base_lr), table=pd.DataFrame(rows))

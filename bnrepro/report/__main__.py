@@ -1,0 +1,3 @@
+from bnrepro.report.cli import main
+
+main()

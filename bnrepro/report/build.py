@@ -1,0 +1,95 @@
+"""Run folders -> figures and report.md in one folder: load, pick slices, draw, tabulate, write."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from bnrepro.report import figures, provenance, slices, tables
+from bnrepro.report.load import RunSet, load_runs
+from bnrepro.report.markdown import Report, Section, Skipped, render
+
+
+def default_out(rs: RunSet) -> Path:
+    """reports/<first sweep folder's name>, else reports/<experiment name>."""
+    if rs.sweeps:
+        return Path("reports") / rs.sweeps[0].name
+    names = rs.runs["name"].dropna() if "name" in rs.runs else pd.Series(dtype=str)
+    return Path("reports") / (str(names.iloc[0]) if len(names) else "report")
+
+
+def _setup(runs: pd.DataFrame, config_keys: list[str], varying: list[str]) -> pd.DataFrame:
+    """Every setting with its value; the ones that vary list their values (the run set's design)."""
+    fixed = slices.constant_values(runs, slices.setting_keys(runs, config_keys))
+    rows = [(k, slices.fmt_value(v), "") for k, v in fixed.items()]
+    for key in [*varying, slices.SEED]:
+        values = sorted({slices.fmt_value(v): v for v in runs[key]}.items(),
+                        key=lambda kv: slices.order_key(key, kv[1]))
+        rows.append((key, ", ".join(text for text, _ in values), "varies"))
+    return pd.DataFrame(rows, columns=["setting", "value", ""])
+
+
+def _overview(paths: list[Path], rs: RunSet, runs: pd.DataFrame, varying: list[str],
+              base_lr: float | None, how: str) -> list[str]:
+    statuses = ", ".join(f"{s} {n}" for s, n in Counter(rs.runs["status"]).most_common())
+    n_configs = len(slices.configurations(runs, varying))
+    lines = [f"Loaded {len(rs.runs)} runs from {', '.join(map(str, paths))} ({len(rs.sweeps)} sweep "
+             f"folder(s)); status: {statuses}",
+             f"Used in figures and tables: {len(runs)} finished runs (completed or diverged) in {n_configs} "
+             "configuration(s)" + (f", varying {', '.join(varying)}" if varying else "")]
+    lines.append(f"Base learning rate (1x): {base_lr:g}, {how}" if base_lr is not None
+                 else f"Base learning rate: unknown ({how})")
+    if "wall_time_s" in runs and len(runs):
+        lines.append(f"Training wall time: {runs['wall_time_s'].sum() / 60:.1f} min over all runs")
+    return lines
+
+
+def _sections(runs: pd.DataFrame, metrics: pd.DataFrame, varying: list[str], lr: float | None,
+              out: Path) -> list[Section | Skipped]:
+    if runs.empty:
+        return [Skipped("All figures and tables", "no finished runs")]
+    return [figures.fig1a(runs, metrics, varying, lr, out),
+            *figures.fig1bc(runs, metrics, varying, lr, out),
+            figures.lr_sweep(runs, varying, lr, out),
+            figures.bn_placement(runs, metrics, varying, lr, out),
+            figures.grad_norms(runs, metrics, varying, lr, out),
+            tables.accuracy_section(runs, varying),
+            tables.steps_section(runs, metrics, varying, lr),
+            tables.divergence_section(runs, lr)]
+
+
+def build_report(paths: list[Path], out: Path | None = None, base_lr: float | None = None) -> Path:
+    """Write report.md and its figures for the runs under `paths`; returns report.md's path."""
+    rs = load_runs(paths)
+    if rs.runs.empty:
+        raise FileNotFoundError(f"no run folder (one with summary.json) under {', '.join(map(str, paths))}"
+                                + "".join(f"\n  {p}" for p in rs.problems))
+    out = out or default_out(rs)
+    out.mkdir(parents=True, exist_ok=True)
+    for stem in figures.STEMS:  # a figure this run set cannot make must not survive from an older report
+        for suffix in (".png", ".pdf"):
+            (out / f"{stem}{suffix}").unlink(missing_ok=True)
+
+    runs = rs.finished
+    dup = slices.duplicates(runs, rs.config_keys) if len(runs) else pd.Series(False, index=runs.index)
+    problems = rs.problems + [f"same settings and seed as an earlier run, counted once: {r}"
+                              for r in runs[dup]["run"]]
+    runs = runs[~dup]
+    metrics = rs.metrics[rs.metrics["run"].isin(runs["run"])]
+    varying = slices.varying_keys(runs, rs.config_keys)
+    lr, how = slices.choose_base_lr(runs, base_lr)
+    items = _sections(runs, metrics, varying, lr, out)
+    names = sorted({str(n) for n in rs.runs["name"].dropna()}) if "name" in rs.runs else []
+    report = Report(
+        title=f"Batch Normalization reproduction report: {', '.join(names) or 'runs'}",
+        overview=_overview(paths, rs, runs, varying, lr, how), problems=problems,
+        setup=_setup(runs, rs.config_keys, varying),
+        sections=[i for i in items if isinstance(i, Section)],
+        skipped=[i for i in items if isinstance(i, Skipped)],
+        commands=provenance.commands([Path(r) for r in rs.runs["run"]], rs.sweeps),
+        versions=provenance.versions(rs.runs), commits=provenance.commits(rs.runs))
+    path = out / "report.md"
+    path.write_text(render(report, out))
+    return path

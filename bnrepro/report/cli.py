@@ -1,0 +1,30 @@
+"""`bnrepro-report RUN_OR_SWEEP... [--out DIR] [--base-lr LR]`: figures and report.md from run folders."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bnrepro.report.build import build_report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="bnrepro-report",
+        description="Paper-style figures, tables and report.md from bnrepro-train run or sweep folders "
+                    "(read from disk only: never W&B, never the network).")
+    parser.add_argument("paths", nargs="+", type=Path,
+                        help="run or sweep folders; searched recursively for folders holding summary.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: reports/<first sweep folder's name or experiment>)")
+    parser.add_argument("--base-lr", type=float, default=None,
+                        help="the learning rate called 1x (default: bnrepro.config.OptimConfig().lr if "
+                             "the run set has it, else the most common optim.lr)")
+    args = parser.parse_args(argv)
+    try:
+        path = build_report(args.paths, args.out, args.base_lr)
+    except FileNotFoundError as e:
+        print(f"bnrepro-report: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"bnrepro-report: wrote {path}")
