@@ -24,7 +24,8 @@ class LoopResult:
     status: str  # completed | diverged
     steps_done: int  # optimizer updates applied
     diverged_step: int | None
-    train_time_s: float
+    train_time_s: float  # the whole loop, evaluations included
+    eval_time_s: float  # evaluation, tracking and logging at the evaluation points
 
 
 def train_loop(model: MLP, optimizer: torch.optim.Optimizer, train_x: Tensor, train_y: Tensor,
@@ -37,18 +38,23 @@ def train_loop(model: MLP, optimizer: torch.optim.Optimizer, train_x: Tensor, tr
     steps_per_epoch = n // batch_size
     device = train_x.device
 
+    eval_time = 0.0
+
     def evaluate(step: int, train_loss: float) -> None:
+        nonlocal eval_time
+        eval_start = time.perf_counter()
         metrics, units = evaluator(model)
         row = {"step": step, "test_acc": metrics.pop("test_acc"), "test_loss": metrics.pop("test_loss"),
                "train_loss": train_loss, **bn_grad_norms(model), **metrics}
         bar.set_postfix(test_acc=f"{row['test_acc']:.4f}", refresh=False)
         on_eval(step, row, units)
+        eval_time += time.perf_counter() - eval_start
 
     model.train()
     bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True, mininterval=1.0)
+    start = time.perf_counter()
     evaluate(0, math.nan)
     loss_sum, loss_count, perm = 0.0, 0, None
-    start = time.perf_counter()
     for step in range(1, steps + 1):
         k = (step - 1) % steps_per_epoch
         if k == 0:
@@ -60,7 +66,7 @@ def train_loop(model: MLP, optimizer: torch.optim.Optimizer, train_x: Tensor, tr
         loss_value = loss.item()
         if not loss_value <= max_loss:  # NaN, inf or past the bound: a result, not a crash
             bar.close()
-            return LoopResult("diverged", step - 1, step, time.perf_counter() - start)
+            return LoopResult("diverged", step - 1, step, time.perf_counter() - start, eval_time)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -71,4 +77,4 @@ def train_loop(model: MLP, optimizer: torch.optim.Optimizer, train_x: Tensor, tr
             evaluate(step, loss_sum / loss_count)
             loss_sum, loss_count = 0.0, 0
     bar.close()
-    return LoopResult("completed", steps, None, time.perf_counter() - start)
+    return LoopResult("completed", steps, None, time.perf_counter() - start, eval_time)

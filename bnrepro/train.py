@@ -104,6 +104,7 @@ def run(cfg: DictConfig, run_dir: Path, device: torch.device, hydra_cfg: DictCon
     summary.update(
         status=result.status, steps_done=result.steps_done, diverged_step=result.diverged_step,
         wall_time_s=time.perf_counter() - started, train_time_s=result.train_time_s,
+        eval_time_s=result.eval_time_s,
         steps_per_s=result.steps_done / result.train_time_s if result.train_time_s > 0 else None,
         **_accuracy_summary(rows, diverged=result.status == "diverged"),
     )

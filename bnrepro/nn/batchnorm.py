@@ -68,14 +68,14 @@ class BatchNormFunction(torch.autograd.Function):
         if batch_stats:
             # Two passes (mean, then centred sum of squares) rather than torch.var_mean: on CPU its
             # Welford kernel over dim 0 costs ~40 us at (60, 100), ten times these four ops together.
-            s = x.sum(dims, keepdim=keep)  # (C,) or (1, C, 1, ..): m * mean
-            xc = torch.sub(x, s, alpha=1 / m)  # x - mean
+            mean = x.sum(dims, keepdim=keep).mul_(_const(1 / m, x.dtype, x.device))  # (C,) or (1, C, 1, ..)
+            xc = x - mean
             sumsq = (xc * xc).sum(dims, keepdim=keep)  # m * biased variance
             if running_mean is not None:  # forward runs under no_grad: buffers update in place
-                s1, s2 = (s.view(-1), sumsq.view(-1)) if keep else (s, sumsq)
-                # r <- (1 - f) r + f * stat; running_var gets the unbiased sumsq / (m - 1), as torch's
-                running_mean.add_(running_mean, alpha=-factor).add_(s1, alpha=factor / m)
-                running_var.add_(running_var, alpha=-factor).add_(s2, alpha=factor / (m - 1))
+                mean1, sumsq1 = (mean.view(-1), sumsq.view(-1)) if keep else (mean, sumsq)
+                running_mean.lerp_(mean1, factor)
+                # (1 - f) * r + f * unbiased variance sumsq / (m - 1), which is what torch stores
+                running_var.add_(running_var, alpha=-factor).add_(sumsq1, alpha=factor / (m - 1))
             invstd = torch.add(eps, sumsq, alpha=1 / m).rsqrt_()  # biased variance (Algorithm 1)
         else:
             mean, invstd = running_mean, torch.add(eps, running_var).rsqrt_()

@@ -57,7 +57,7 @@ def _sections(runs: pd.DataFrame, metrics: pd.DataFrame, varying: list[str], lr:
             figures.grad_norms(runs, metrics, varying, lr, out),
             tables.accuracy_section(runs, varying),
             tables.steps_section(runs, metrics, varying, lr),
-            tables.divergence_section(runs, lr)]
+            tables.divergence_section(runs, varying, lr)]
 
 
 def build_report(paths: list[Path], out: Path | None = None, base_lr: float | None = None) -> Path:

@@ -90,20 +90,21 @@ def bn_beats_counterparts(wins: int, pairs: int) -> Claim:
     return Claim(where, paper, found, REPRODUCED if wins == pairs else PARTLY if wins else NOT_REPRODUCED)
 
 
-def high_lr_without_bn_diverges(diverged: int, total: int, base_lr: float) -> Claim:
+def high_lr_without_bn_diverges(diverged: int, total: int, base_lr: float, scope: str = "") -> Claim:
     where = "Sec. 4.2"
     paper = "without BN, 5x the learning rate made the parameters reach machine infinity (diverged)."
     if total == 0:
-        return untestable(where, paper, f"runs without BN at >= 5x the base lr ({5 * base_lr:g})")
-    return Claim(where, paper, f"{diverged} of {total} runs without BN at >= 5x the base lr diverged",
-                 verdict(diverged > 0))
+        return untestable(where, paper, f"runs without BN at >= 5x the base lr ({5 * base_lr:g}){scope}")
+    found = f"{diverged} of {total} runs without BN at >= 5x the base lr diverged{scope}"
+    return Claim(where, paper, found, verdict(diverged > 0))
 
 
-def high_lr_with_bn_trains(diverged: int, total: int, base_lr: float) -> Claim:
+def high_lr_with_bn_trains(diverged: int, total: int, base_lr: float, scope: str = "") -> Claim:
     where, paper = "Sec. 4.2", "with BN, 5x and 30x the learning rate train (BN-x5, BN-x30)."
     if total == 0:
-        return untestable(where, paper, f"BN runs at 5x/30x the base lr ({5 * base_lr:g}, {30 * base_lr:g})")
-    found = f"{diverged} of {total} BN runs at 5x/30x the base lr diverged"
+        lrs = f"{5 * base_lr:g}-{30 * base_lr:g}"
+        return untestable(where, paper, f"BN runs at 5x-30x the base lr ({lrs}){scope}")
+    found = f"{diverged} of {total} BN runs at 5x-30x the base lr diverged{scope}"
     return Claim(where, paper, found, verdict(diverged == 0))
 
 

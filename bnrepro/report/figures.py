@@ -105,12 +105,13 @@ def lr_sweep(runs: pd.DataFrame, varying: list[str], base_lr: float | None, out:
     title = "Learning-rate sweep"
     if LR not in varying:
         return Skipped(title, "the run set has a single learning rate")
+    all_runs = runs
     runs, pinned = reference_slice(runs, varying, [LR, BN], base_lr)
     files = draw.save(draw.lr_figure(runs, base_lr), out, "lr_sweep")
     caption = ("Final (left) and best (right) test accuracy vs learning rate (log x; second tick line: "
                "multiple of the base lr). Points: mean over the runs that did not diverge; bars: min-max; "
                f"x at the bottom: diverged runs.{_pinned(pinned)}")
-    return Section(title, caption, lr_claims(runs, base_lr), files)
+    return Section(title, caption, lr_claims(all_runs, varying, base_lr), files)
 
 
 def _final_mean(runs: pd.DataFrame, bn: str, act: str) -> float | None:

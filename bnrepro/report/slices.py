@@ -153,7 +153,7 @@ def order_key(key: str, value: Any) -> tuple[int, float, str]:
 
 
 def configurations(runs: pd.DataFrame, varying: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """One (values of the varying keys, its runs) per configuration, in first-seen order."""
+    """One (values of the varying keys, its runs) per configuration, in reading order (order_key)."""
     groups: list[tuple[dict[str, Any], pd.DataFrame]] = []
     for _, row in runs.iterrows():
         values = {k: row[k] for k in varying}
@@ -163,4 +163,4 @@ def configurations(runs: pd.DataFrame, varying: list[str]) -> list[tuple[dict[st
         for k in varying:
             mask &= matches(runs, k, values[k])
         groups.append((values, runs[mask]))
-    return groups
+    return sorted(groups, key=lambda g: [order_key(k, g[0][k]) for k in varying])

@@ -1,0 +1,225 @@
+"""Benchmark bnrepro against a bare PyTorch loop, and our BN layer against torch's.
+
+    python scripts/bench.py                 # writes reports/bench/bench.md and bench.json
+    python scripts/bench.py --steps 2000 --repeats 3
+
+Every comparison is measured side by side in one invocation, interleaved over repeats, and
+reported as a ratio of medians: this machine is noisy, absolute numbers drift, ratios hold.
+Every process runs single-threaded, as the jobs of a parallel sweep do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bnrepro import nn as bnn  # noqa: E402
+from bnrepro.data import default_root, load_mnist  # noqa: E402
+
+TARGETS = {"run_vs_bare": 1.05, "bn_step_vs_torch": 1.10, "eval_share": 0.05, "mnist_load_s": 0.5}
+
+
+def bare_model(bn: str, bn_layer: type[nn.Module]) -> nn.Sequential:
+    """The paper's MLP as anyone would write it: nn.Sequential, N(0, 0.05) init."""
+    layers: list[nn.Module] = []
+    width = 784
+    for _ in range(3):
+        layers += [nn.Linear(width, 100, bias=bn == "none")]
+        layers += [bn_layer(100)] if bn != "none" else []
+        layers += [nn.Sigmoid()]
+        width = 100
+    model = nn.Sequential(*layers, nn.Linear(width, 10))
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.05)
+    return model
+
+
+def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.1) -> float:
+    """Seconds for `steps` SGD steps of batch 60, batches by index_select from a per-epoch permutation."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for step in range(steps):
+        k = step % 1000
+        if k == 0:
+            perm = torch.randperm(x.shape[0], generator=generator)
+        idx = perm[k * 60:(k + 1) * 60]
+        loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def child(cmd: list[str]) -> tuple[str, int]:
+    """Run a command; return its stdout and peak resident memory (KiB)."""
+    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
+    return out, usage.ru_maxrss
+
+
+def measure_bare(bn: str, steps: int) -> tuple[float, int]:
+    out, rss = child([sys.executable, __file__, "--bare", bn, "--steps", str(steps)])
+    return json.loads(out.strip().splitlines()[-1])["seconds"], rss
+
+
+def measure_run(bn: str, steps: int, tmp: Path) -> tuple[dict, int]:
+    run_dir = tmp / f"run-{bn}-{time.monotonic_ns()}"
+    _, rss = child([sys.executable, "-m", "bnrepro.train", f"model.bn={bn}", f"train.steps={steps}",
+                    "train.num_threads=1", "train.progress=false", "wandb.mode=offline",
+                    f"hydra.run.dir={run_dir}"])
+    return json.loads((run_dir / "summary.json").read_text()), rss
+
+
+def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, run in turns so drift hits all of them alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(fn())
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def layer_benchmarks(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int) -> dict[str, float]:
+    """A training step of the BN network with our layer vs torch's; the layer's forward+backward alone."""
+    models = {name: bare_model("before", layer) for name, layer in
+              (("ours", bnn.BatchNorm1d), ("torch", nn.BatchNorm1d))}
+    step_times = interleaved({k: (lambda m=m: bare_loop(m, x, y, steps)) for k, m in models.items()}, repeats)
+
+    inp = torch.randn(60, 100, requires_grad=True)
+    grad = torch.randn(60, 100)
+    layers = {"ours": bnn.BatchNorm1d(100), "torch": nn.BatchNorm1d(100)}
+
+    def fwd_bwd(layer: nn.Module, n: int = 2000) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            layer(inp).backward(grad)
+        return time.perf_counter() - start
+
+    layer_times = interleaved({k: (lambda m=m: fwd_bwd(m)) for k, m in layers.items()}, repeats)
+    return {
+        "step_us_ours": step_times["ours"] / steps * 1e6, "step_us_torch": step_times["torch"] / steps * 1e6,
+        "bn_step_vs_torch": step_times["ours"] / step_times["torch"],
+        "layer_fwd_bwd_us_ours": layer_times["ours"] / 2000 * 1e6,
+        "layer_fwd_bwd_us_torch": layer_times["torch"] / 2000 * 1e6,
+        "layer_vs_torch": layer_times["ours"] / layer_times["torch"],
+    }
+
+
+def machine() -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else "none"}
+
+
+def markdown(res: dict, command: str) -> str:
+    ok = {k: res[k] <= t for k, t in TARGETS.items()}
+    mark = {True: "met", False: "**missed**"}
+    m = res["machine"]
+    rows = [
+        f"| full `bnrepro-train` run (BN) / bare loop, training time | {res['run_vs_bare']:.3f}x "
+        f"| <= {TARGETS['run_vs_bare']}x | {mark[ok['run_vs_bare']]} |",
+        f"| full run (no BN) / bare loop, training time | {res['run_vs_bare_nobn']:.3f}x | | |",
+        f"| full run / bare loop, whole processes (imports, data, W&B init included) | {res['run_vs_bare_process']:.2f}x | | |",
+        f"| training step, our BN / `torch.nn.BatchNorm1d` | {res['bn_step_vs_torch']:.3f}x "
+        f"| <= {TARGETS['bn_step_vs_torch']}x | {mark[ok['bn_step_vs_torch']]} |",
+        f"| BN layer forward+backward alone, ours / torch's (60x100) | {res['layer_vs_torch']:.2f}x "
+        f"({res['layer_fwd_bwd_us_ours']:.0f} vs {res['layer_fwd_bwd_us_torch']:.0f} us) | | |",
+        f"| evaluation + tracking + logging, share of a default run | {res['eval_share']:.1%} "
+        f"| <= {TARGETS['eval_share']:.0%} | {mark[ok['eval_share']]} |",
+        f"| MNIST load from its cache | {res['mnist_load_s']:.2f} s | < {TARGETS['mnist_load_s']} s "
+        f"| {mark[ok['mnist_load_s']]} |",
+        f"| peak memory, bnrepro-train / bare loop | {res['rss_run_mib']:.0f} / {res['rss_bare_mib']:.0f} MiB | | |",
+    ]
+    return "\n".join([
+        "# bnrepro benchmark", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
+        f"GPU: {m['cuda']}. One thread per process.", "",
+        f"Steps per measurement: {res['steps']}, repeats: {res['repeats']} (medians, interleaved). "
+        f"Throughput: bare loop {res['bare_steps_per_s']:.0f} steps/s, bnrepro-train "
+        f"{res['run_steps_per_s']:.0f} steps/s (BN, evaluation every 500 steps included).", "",
+        "| measure | value | target | |", "|---|---|---|---|", *rows, "",
+        f"Command: `{command}`", "",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
+    parser.add_argument("--bare", choices=["none", "before"], help=argparse.SUPPRESS)  # child mode
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    if args.bare:
+        data = load_mnist(default_root())
+        model = bare_model(args.bare, bnn.BatchNorm1d)
+        print(json.dumps({"seconds": bare_loop(model, data.train_x, data.train_y, args.steps)}))
+        return
+
+    start = time.perf_counter()
+    data = load_mnist(default_root())  # builds the cache on a first run; the timed load is below
+    loads = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        load_mnist(default_root())
+        loads.append(time.perf_counter() - t)
+
+    res: dict = {"machine": machine(), "steps": args.steps, "repeats": args.repeats,
+                 "mnist_load_s": statistics.median(loads)}
+    res |= layer_benchmarks(data.train_x, data.train_y, args.steps, args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        for bn in ("before", "none"):
+            bare, run, rss_bare, rss_run, shares, process = [], [], 0, 0, [], []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                b, rb = measure_bare(bn, args.steps)
+                t1 = time.perf_counter()
+                s, rr = measure_run(bn, args.steps, Path(tmp))
+                process.append((time.perf_counter() - t1) / (t1 - t0))
+                bare.append(b)
+                run.append(s["train_time_s"])
+                shares.append(s["eval_time_s"] / s["train_time_s"])
+                rss_bare, rss_run = max(rss_bare, rb), max(rss_run, rr)
+            suffix = "" if bn == "before" else "_nobn"
+            res[f"run_vs_bare{suffix}"] = statistics.median(run) / statistics.median(bare)
+            if bn == "before":
+                res |= {"eval_share": statistics.median(shares), "rss_run_mib": rss_run / 1024,
+                        "rss_bare_mib": rss_bare / 1024, "bare_steps_per_s": args.steps / statistics.median(bare),
+                        "run_steps_per_s": args.steps / statistics.median(run),
+                        "run_vs_bare_process": statistics.median(process)}
+    res["bench_seconds"] = time.perf_counter() - start
+    command = "python scripts/bench.py " + " ".join(sys.argv[1:])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(res, indent=2) + "\n")
+    (args.out / "bench.md").write_text(markdown(res, command.strip()))
+    print(markdown(res, command.strip()))
+
+
+if __name__ == "__main__":
+    main()
