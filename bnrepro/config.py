@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 BN_MODES = ("none", "before", "after")
@@ -108,8 +108,24 @@ def _is_device(spec: str) -> bool:
     return spec in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit())
 
 
+def _unknown_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list[str]:
+    """Keys a `+key=value` override appended: the schema rejects all other unknown keys itself."""
+    unknown = []
+    for key in cfg:
+        if key == "hydra":
+            continue
+        if key not in schema.keys():  # `in` is False for a MISSING value
+            unknown.append(prefix + str(key))
+        elif isinstance(cfg[key], DictConfig) and isinstance(schema[key], DictConfig):
+            unknown += _unknown_keys(cfg[key], schema[key], f"{prefix}{key}.")
+    return unknown
+
+
 def validate(cfg: Any) -> None:
     """Raise ConfigError for the first value types cannot rule out, before any work starts."""
+    if unknown := _unknown_keys(cfg, OmegaConf.structured(Config)):
+        raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]), "only the keys of the schema in "
+                          "bnrepro/config.py (see `bnrepro-train --cfg job`)")
     m, t, o, tr = cfg.model, cfg.train, cfg.optim, cfg.tracking
     _check(_is_device(cfg.device), "device", cfg.device, "auto, cpu, cuda or cuda:N")
     _check(0.0 <= cfg.data.threshold < 1.0, "data.threshold", cfg.data.threshold, "0 <= threshold < 1")

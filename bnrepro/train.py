@@ -11,8 +11,10 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from bnrepro.config import ConfigError, register_configs, validate
 from bnrepro.data import load_mnist
@@ -139,5 +141,24 @@ def main(cfg: DictConfig) -> float | None:
     return summary["final_test_acc"]
 
 
+def one_line(error: BaseException) -> str:
+    """Hydra's multi-line config error (and its cause) as one line, without the object dumps."""
+    parts = [str(error)] + ([str(error.__cause__)] if error.__cause__ else [])
+    lines = [line.strip() for part in parts for line in part.splitlines()]
+    drop = ("full_key:", "reference_type=", "object_type=", "To append to your config")
+    return " ".join(dict.fromkeys(x for x in lines if x and not x.startswith(drop)))
+
+
+def cli() -> None:
+    """`bnrepro-train`: a config mistake is one line on stderr and exit code 2, not a traceback."""
+    # Hydra then raises its errors instead of printing them over several lines itself
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"bnrepro-train: invalid config: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -144,7 +144,8 @@ def markdown(res: dict, command: str) -> str:
         f"| full `bnrepro-train` run (BN) / bare loop, training time | {res['run_vs_bare']:.3f}x "
         f"| <= {TARGETS['run_vs_bare']}x | {mark[ok['run_vs_bare']]} |",
         f"| full run (no BN) / bare loop, training time | {res['run_vs_bare_nobn']:.3f}x | | |",
-        f"| full run / bare loop, whole processes (imports, data, W&B init included) | {res['run_vs_bare_process']:.2f}x | | |",
+        f"| full run / bare loop, whole processes (imports, data, W&B init included) "
+        f"| {res['run_vs_bare_process']:.2f}x | | |",
         f"| training step, our BN / `torch.nn.BatchNorm1d` | {res['bn_step_vs_torch']:.3f}x "
         f"| <= {TARGETS['bn_step_vs_torch']}x | {mark[ok['bn_step_vs_torch']]} |",
         f"| BN layer forward+backward alone, ours / torch's (60x100) | {res['layer_vs_torch']:.2f}x "

@@ -31,7 +31,7 @@ def cli(data_root: Path) -> CLI:
     """Run `bnrepro-train` (as `python -m bnrepro.train`) with the session's data cache, no network."""
 
     def run(*overrides: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        env = {**os.environ, "BNREPRO_DATA": str(data_root), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+        env = {**os.environ, "BNREPRO_DATA": str(data_root), "WANDB_SILENT": "true"}
         proc = subprocess.run([sys.executable, "-m", "bnrepro.train", *overrides], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:

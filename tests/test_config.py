@@ -80,3 +80,9 @@ def test_every_experiment_composes_and_sweeps_seeds(name: str) -> None:
 def test_experiment_settings_stay_overridable() -> None:
     cfg = _compose("experiment=fig1", "train.steps=123", "train.eval_every=7")
     assert cfg.train.steps == 123 and cfg.train.eval_every == 7 and cfg.name == "fig1"
+
+
+def test_appended_keys_are_refused() -> None:
+    for override, key in (("+foo=1", "foo"), ("+model.depth=4", "model.depth")):
+        with pytest.raises(ConfigError, match=key):
+            validate(_compose(override))

@@ -29,18 +29,19 @@ def _grads(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
     batch_stats = ctx.batch_stats
     # (C,) or (1, C, 1, ..): with batch statistics dx needs both sums, else they are only parameter grads
     dbeta = dy.sum(dims, keepdim=keep) if need_b or (need_x and batch_stats) else None
-    dgamma = (dy * xhat).sum(dims, keepdim=keep) if need_w or (need_x and batch_stats) else None
+    prod = dy * xhat if need_w or (need_x and batch_stats) else None  # (N, C, ..)
+    dgamma = prod.sum(dims, keepdim=keep) if prod is not None else None
     dx = None
     if need_x and batch_stats:
         # Closed form, with sum_j dxhat_j = gamma*dbeta and sum_j dxhat_j*xhat_j = gamma*dgamma:
-        # dx = gamma*invstd * (dy - dbeta/m - xhat*dgamma/m)
-        dx = torch.addcmul(dy, xhat, dgamma, value=-1 / m).sub_(dbeta, alpha=1 / m).mul_(k)
+        # dx = gamma*invstd * (dy - dbeta/m - xhat*dgamma/m), written over prod's memory
+        dx = torch.addcmul(dy, xhat, dgamma, value=-1 / m, out=prod).sub_(dbeta, alpha=1 / m).mul_(k)
     elif need_x:  # running statistics are constants (Algorithm 2): BN is a per-channel affine map
         dx = dy * k
     if keep:  # (1, C, 1, ..) -> (C,) like the parameters
         dgamma = dgamma.view(-1) if dgamma is not None else None
         dbeta = dbeta.view(-1) if dbeta is not None else None
-    return dx, dgamma if need_w else None, dbeta if need_b else None, None, None, None, None, None, None
+    return dx, dgamma if need_w else None, dbeta if need_b else None, None
 
 
 _grads_once = once_differentiable(_grads)
@@ -55,8 +56,8 @@ class BatchNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
-                running_var: Tensor | None, batch_stats: bool, factor: float, eps: float, m: int) -> Tensor:
+    def forward(ctx, x, weight, bias, state) -> Tensor:
+        running_mean, running_var, batch_stats, factor, eps, m = state
         # x: (N, C) or (N, C, *spatial). For (N, C) the per-channel (C,) tensors broadcast as they are;
         # otherwise they are viewed as (1, C, 1, ..) so no reshape/permute of x is ever needed.
         # Scalars go in alpha=/value= arguments or as cached 0-dim tensors: a python number operand
@@ -70,7 +71,8 @@ class BatchNormFunction(torch.autograd.Function):
             # Welford kernel over dim 0 costs ~40 us at (60, 100), ten times these four ops together.
             mean = x.sum(dims, keepdim=keep).mul_(_const(1 / m, x.dtype, x.device))  # (C,) or (1, C, 1, ..)
             xc = x - mean
-            sumsq = (xc * xc).sum(dims, keepdim=keep)  # m * biased variance
+            sq = xc * xc  # (N, C, ..) scratch, reused below as the output's memory
+            sumsq = sq.sum(dims, keepdim=keep)  # m * biased variance
             if running_mean is not None:  # forward runs under no_grad: buffers update in place
                 mean1, sumsq1 = (mean.view(-1), sumsq.view(-1)) if keep else (mean, sumsq)
                 running_mean.lerp_(mean1, factor)
@@ -81,11 +83,11 @@ class BatchNormFunction(torch.autograd.Function):
             mean, invstd = running_mean, torch.add(eps, running_var).rsqrt_()
             if keep:
                 mean, invstd = mean.view(shape), invstd.view(shape)
-            xc = x - mean
+            xc, sq = x - mean, None
         xhat = xc.mul_(invstd)
         if weight is not None:
             w = weight.view(shape) if keep else weight
-            y = torch.addcmul(bias.view(shape) if keep else bias, xhat, w)
+            y = torch.addcmul(bias.view(shape) if keep else bias, xhat, w, out=sq)
             k = w * invstd  # d y / d x at fixed statistics
         else:
             y, k = xhat.clone(), invstd  # a fresh output: xhat is kept for backward
@@ -148,24 +150,27 @@ class _BatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
+        # Plain dict reads: nn.Module.__getattr__ costs ~0.4 us per parameter/buffer access.
+        params, buffers = self._parameters, self._buffers
+        running_mean, running_var = buffers["running_mean"], buffers["running_var"]
         # Same decisions as torch: batch statistics in training, or in eval when there are no buffers;
         # running statistics move only in training with track_running_stats.
-        running_mean, running_var = self.running_mean, self.running_var
         batch_stats = self.training or running_mean is None
         factor = 0.0
         if self.training:
-            if self.track_running_stats and self.num_batches_tracked is not None:
-                self.num_batches_tracked.add_(1)
+            num_batches = buffers["num_batches_tracked"]
+            if self.track_running_stats and num_batches is not None:
+                num_batches.add_(1)
                 # momentum=None: cumulative moving average, i.e. the plain mean over batches seen
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            if not self.track_running_stats:
+                factor = 1.0 / float(num_batches) if self.momentum is None else self.momentum
+            else:
                 running_mean = running_var = None
         m = x.shape[0] * math.prod(x.shape[2:])  # values per channel: N, N*L or N*H*W (Sec. 3.2)
         if batch_stats and m == 1:  # the batch variance would be 0 and the unbiased one undefined
             raise ValueError(
                 f"Expected more than 1 value per channel when training, got input size {x.size()}")
-        return BatchNormFunction.apply(x, self.weight, self.bias, running_mean, running_var, batch_stats,
-                                       factor, self.eps, m)
+        return BatchNormFunction.apply(x, params["weight"], params["bias"], (running_mean, running_var,
+                                       batch_stats, factor, self.eps, m))
 
 
 class BatchNorm1d(_BatchNorm):
