@@ -114,7 +114,7 @@ def _unknown_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list
     for key in cfg:
         if key == "hydra":
             continue
-        if key not in schema.keys():  # `in` is False for a MISSING value
+        if key not in schema.keys():  # noqa: SIM118 - `in` is False for a MISSING value
             unknown.append(prefix + str(key))
         elif isinstance(cfg[key], DictConfig) and isinstance(schema[key], DictConfig):
             unknown += _unknown_keys(cfg[key], schema[key], f"{prefix}{key}.")

@@ -32,8 +32,8 @@ def _band(ax: Axes, stats: pd.DataFrame, label: str, color: str, style: str = "-
     ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, lw=0)
 
 
-def _style(label: str, i: int) -> tuple[str, str]:
-    return BN_STYLE.get(label, (f"C{i}", "-"))
+def _style(bn: str, i: int) -> tuple[str, str]:
+    return BN_STYLE.get(bn, (f"C{i}", "-"))
 
 
 def _accuracy_panel(ax: Axes, metrics: pd.DataFrame, groups: list[Group]) -> None:
@@ -68,6 +68,9 @@ def panels_figure(metrics: pd.DataFrame, panels: list[tuple[str, list[Group]]]) 
     for ax, (title, groups) in zip(axes[0], panels, strict=True):
         _accuracy_panel(ax, metrics, groups)
         ax.set_title(title)
+    low = min(ax.get_ylim()[0] for ax in axes[0])  # one y range, so panels compare at a glance
+    for ax in axes[0]:
+        ax.set_ylim(low, 1.0)
     return fig
 
 

@@ -21,7 +21,7 @@ from bnrepro.report.tables import lr_claims
 STEMS = ("fig1a_test_accuracy", "fig1bc_percentiles", "percentiles_all_layers", "lr_sweep", "bn_placement",
          "grad_norms")
 BAND = "Lines: mean over seeds; band: min-max over seeds; n: number of runs (seeds)."
-LABELS = {"none": "no BN", "before": "BN", "after": "BN after act."}
+LABELS = {"none": "no BN", "before": "BN"}
 
 
 def _pinned(pinned: dict) -> str:
@@ -32,7 +32,7 @@ def _fig1_groups(runs: pd.DataFrame) -> list[draw.Group]:
     return [(bn, LABELS[bn], g) for bn in ("none", "before") if len(g := runs[matches(runs, BN, bn)])]
 
 
-def _missing(groups: list[draw.Group]) -> list[str]:
+def _absent(groups: list[draw.Group]) -> list[str]:
     have = {bn for bn, _, _ in groups}
     return [f"no runs with bn={bn} in this slice" for bn in ("none", "before") if bn not in have]
 
@@ -54,15 +54,16 @@ def fig1a(runs: pd.DataFrame, metrics: pd.DataFrame, varying: list[str], base_lr
     groups = _fig1_groups(runs)
     if not groups:
         return Skipped(title, "no runs with bn=none or bn=before")
-    files = draw.save(draw.accuracy_figure(metrics, groups, "MNIST, 3x100 MLP"), out, "fig1a_test_accuracy")
+    files = draw.save(draw.accuracy_figure(metrics, groups, "MNIST test accuracy"), out, "fig1a_test_accuracy")
     by_bn = {bn: g for bn, _, g in groups}
     base, bn = by_bn.get("none", runs.iloc[:0]), by_bn.get("before", runs.iloc[:0])
-    step, acc_base, acc_bn = (len(base) and len(bn) and _early(metrics, base, bn)) or (None, None, None)
+    early = _early(metrics, base, bn) if len(base) and len(bn) else None
+    step, acc_base, acc_bn = early or (None, None, None)
     found = [claims.bn_ends_higher(stat(base["final_test_acc"]), stat(bn["final_test_acc"])),
              claims.bn_trains_faster(step, acc_base, acc_bn)]
     caption = ("Test accuracy on the 10k MNIST test images vs training step, as in the paper's Figure 1(a) "
                f"(y from 0.7, widened only if a curve ends lower). {BAND}{_pinned(pinned)}")
-    return Section(title, caption, found, files, notes=_missing(groups))
+    return Section(title, caption, found, files, notes=_absent(groups))
 
 
 def _percentile_section(title: str, stem: str, runs: pd.DataFrame, metrics: pd.DataFrame,
@@ -73,7 +74,7 @@ def _percentile_section(title: str, stem: str, runs: pd.DataFrame, metrics: pd.D
     by_bn = {bn: g for bn, _, g in groups}
     checks = [claims.distribution_stable(layer, *(drift(metrics, by_bn[b], cols) if b in by_bn else None
                                                   for b in ("none", "before"))) for layer, cols in rows]
-    return Section(title, caption, checks, files, notes=_missing(groups))
+    return Section(title, caption, checks, files, notes=_absent(groups))
 
 
 def fig1bc(runs: pd.DataFrame, metrics: pd.DataFrame, varying: list[str], base_lr: float | None,

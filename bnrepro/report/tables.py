@@ -31,13 +31,13 @@ STEP_ROWS = [("Baseline", "none", 1), ("BN", "before", 1), ("BN-x5", "before", 5
 Groups = list[tuple[dict[str, Any], pd.DataFrame]]
 
 
-def pct(x: float | None) -> str:
-    """A fraction as a percentage with 2 decimals; the tests parse these cells back."""
+def cell(x: float | None) -> str:
+    """A fraction as a table cell: percent with 2 decimals, no sign; the tests parse these back."""
     return "–" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
 
 def n_diverged(runs: pd.DataFrame) -> int:
-    return 0
+    return int((runs["status"] == "diverged").sum())
 
 
 def accuracy_section(runs: pd.DataFrame, varying: list[str]) -> Section:
@@ -47,8 +47,8 @@ def accuracy_section(runs: pd.DataFrame, varying: list[str]) -> Section:
         final, best = stat(group["final_test_acc"]), stat(group["best_test_acc"])
         names = {short_name(k, varying): fmt_value(v) for k, v in values.items()}
         rows.append({**(names or {"configuration": "all runs"}), "n": len(group),
-                     "diverged": n_diverged(group), "final mean (%)": pct(final.mean),
-                     "final std": pct(final.std), "best mean (%)": pct(best.mean), "best std": pct(best.std)})
+                     "diverged": n_diverged(group), "final mean (%)": cell(final.mean),
+                     "final std": cell(final.std), "best mean (%)": cell(best.mean), "best std": cell(best.std)})
     wins, pairs = _bn_pairs(groups, varying)
     caption = ("Test accuracy per configuration (the config values that vary across the run set, seed "
                "aside): mean and sample std over seeds, in percent. A diverged run has no final accuracy, "
@@ -109,11 +109,11 @@ def steps_section(runs: pd.DataFrame, metrics: pd.DataFrame, varying: list[str],
         step, base_step = reached[label], reached.get("Baseline")
         rows.append({"row": label, "bn": group[BN].iloc[0], "lr": fmt_value(group[LR].iloc[0]),
                      "activation": group[ACT].iloc[0] if ACT in group else "–", "n": len(group),
-                     "best seed-mean acc (%)": pct(best[label]),
+                     "best seed-mean acc (%)": cell(best[label]),
                      "steps to target": "never" if step is None else str(step),
                      "speed-up": f"{base_step / step:.1f}x" if step and base_step else "–",
                      "paper": PAPER_STEPS.get(label, "–")})
-    target_text = f"{pct(target)}%" if target is not None else "n/a: no baseline runs"
+    target_text = f"{cell(target)}%" if target is not None else "n/a: no baseline runs"
     caption = (f"Target: the baseline's best accuracy, i.e. the highest seed-mean test accuracy of bn=none "
                f"at the base lr {base_lr:g} ({target_text}). Steps to target: the first evaluation step at "
                "which a row's seed-mean test accuracy reaches it (only steps that every seed reports; "
