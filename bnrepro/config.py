@@ -54,6 +54,8 @@ class TrainConfig:
     max_loss: float = 1e3  # a training loss above this (or NaN/inf) ends the run as diverged
     num_threads: int | None = None  # torch threads; None = torch's default (all cores)
     progress: bool = True
+    checkpoint_every: int = 5000  # steps between checkpoints; 0: only on Ctrl-C/SIGTERM
+    resume: bool = True  # a run folder holding a checkpoint continues from it; a finished run is skipped
 
 
 @dataclass
@@ -72,6 +74,8 @@ class WandbConfig:
     group: str | None = None  # None: the sweep folder's name in a multirun, else no group
     job_type: str | None = None  # None: the experiment name
     tags: list[str] = field(default_factory=list)
+    offline_fallback: bool = True  # online mode, W&B server unreachable: go offline, or stop before training
+    connect_timeout_s: float = 3.0  # how long the reachability probe of online mode waits
 
 
 @dataclass
@@ -146,6 +150,10 @@ def validate(cfg: Any) -> None:
     _check(t.batch_size > (1 if m.bn != "none" else 0), "train.batch_size", t.batch_size,
            "an integer >= 2 with batch norm (its statistics need 2 samples), >= 1 without")
     _check(t.max_loss > 0, "train.max_loss", t.max_loss, "a positive number")
+    _check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every,
+           "0 (only on Ctrl-C/SIGTERM) or a positive integer")
+    _check(cfg.wandb.connect_timeout_s > 0, "wandb.connect_timeout_s", cfg.wandb.connect_timeout_s,
+           "a positive number of seconds")
     _check(t.num_threads is None or t.num_threads > 0, "train.num_threads", t.num_threads,
            "null or a positive integer")
     _check(0 <= tr.unit < min(m.hidden), "tracking.unit", tr.unit,

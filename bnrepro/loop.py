@@ -13,6 +13,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from bnrepro.evaluation import Evaluator, bn_grad_norms
+from bnrepro.interrupt import StopRequest
 from bnrepro.models import MLP
 
 # (step, metrics row, tracked unit inputs per layer) -> None; called at every evaluation point
@@ -20,42 +21,77 @@ OnEval = Callable[[int, dict[str, float], dict[str, Tensor]], None]
 
 
 @dataclass
+class LoopState:
+    """Where the loop stands between two steps: with the model and optimizer, all it needs to go on
+    bit-for-bit. Plain types and tensors only, so that a checkpoint loads with weights_only=True."""
+
+    step: int = 0  # optimizer updates applied
+    loss_sum: float = 0.0  # training loss since the last evaluation point
+    loss_count: int = 0
+    perm: Tensor | None = None  # (N,) this epoch's batch order, on the CPU
+    generator: Tensor | None = None  # the batch-order generator's state after drawing perm
+    train_time_s: float = 0.0  # the whole loop so far, evaluations included, over all resumed segments
+    eval_time_s: float = 0.0  # evaluation, tracking and logging at the evaluation points
+
+
+@dataclass
 class LoopResult:
-    status: str  # completed | diverged
-    steps_done: int  # optimizer updates applied
+    status: str  # completed | diverged | interrupted
+    steps_done: int
     diverged_step: int | None
-    train_time_s: float  # the whole loop, evaluations included
-    eval_time_s: float  # evaluation, tracking and logging at the evaluation points
+    train_time_s: float
+    eval_time_s: float
 
 
 def train_loop(model: MLP, optimizer: torch.optim.Optimizer, train_x: Tensor, train_y: Tensor,
                evaluator: Evaluator, on_eval: OnEval, *, steps: int, batch_size: int, eval_every: int,
-               max_loss: float, seed: int, progress: bool = True) -> LoopResult:
+               max_loss: float, seed: int, progress: bool = True, state: LoopState | None = None,
+               checkpoint_every: int = 0, on_checkpoint: Callable[[LoopState], None] | None = None,
+               stop: StopRequest | None = None) -> LoopResult:
+    """Train from `state` (a fresh start when None) up to `steps`; checkpoint through on_checkpoint."""
+    fresh = state is None
+    state = state or LoopState()
     # Shuffled epochs without replacement: 60000 / 60 gives exactly 1000 steps an epoch.
     # The permutation comes from its own CPU generator so batches depend on the seed alone.
     generator = torch.Generator().manual_seed(seed)
+    if state.generator is not None:
+        generator.set_state(state.generator)
     n = train_x.shape[0]
     steps_per_epoch = n // batch_size
     device = train_x.device
-
-    eval_time = 0.0
+    perm = None if state.perm is None else state.perm.to(device)
+    segment_start, time_before = time.perf_counter(), state.train_time_s
 
     def evaluate(step: int, train_loss: float) -> None:
-        nonlocal eval_time
         eval_start = time.perf_counter()
         metrics, units = evaluator(model)
         row = {"step": step, "test_acc": metrics.pop("test_acc"), "test_loss": metrics.pop("test_loss"),
                "train_loss": train_loss, **bn_grad_norms(model), **metrics}
         bar.set_postfix(test_acc=f"{row['test_acc']:.4f}", refresh=False)
         on_eval(step, row, units)
-        eval_time += time.perf_counter() - eval_start
+        state.eval_time_s += time.perf_counter() - eval_start
+
+    def end(status: str, diverged_step: int | None = None) -> LoopResult:
+        bar.close()
+        state.train_time_s = time_before + time.perf_counter() - segment_start
+        if status == "interrupted" and on_checkpoint is not None:
+            checkpoint()
+        return LoopResult(status, state.step, diverged_step, state.train_time_s, state.eval_time_s)
+
+    def checkpoint() -> None:
+        state.perm = None if perm is None else perm.cpu()
+        state.generator = generator.get_state()
+        state.train_time_s = time_before + time.perf_counter() - segment_start
+        on_checkpoint(state)
 
     model.train()
-    bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True, mininterval=1.0)
-    start = time.perf_counter()
-    evaluate(0, math.nan)
-    loss_sum, loss_count, perm = 0.0, 0, None
-    for step in range(1, steps + 1):
+    bar = tqdm(total=steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True,
+               mininterval=1.0)
+    if fresh:  # a resumed run has its step-0 row already, even when stopped before its first step
+        evaluate(0, math.nan)
+    for step in range(state.step + 1, steps + 1):
+        if stop is not None and stop.signum is not None:
+            return end("interrupted")
         k = (step - 1) % steps_per_epoch
         if k == 0:
             perm = torch.randperm(n, generator=generator).to(device)
@@ -65,16 +101,17 @@ def train_loop(model: MLP, optimizer: torch.optim.Optimizer, train_x: Tensor, tr
         loss = F.cross_entropy(logits, train_y.index_select(0, idx))
         loss_value = loss.item()
         if not loss_value <= max_loss:  # NaN, inf or past the bound: a result, not a crash
-            bar.close()
-            return LoopResult("diverged", step - 1, step, time.perf_counter() - start, eval_time)
+            return end("diverged", step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss_value
-        loss_count += 1
+        state.step = step
+        state.loss_sum += loss_value
+        state.loss_count += 1
         bar.update()
         if step % eval_every == 0 or step == steps:
-            evaluate(step, loss_sum / loss_count)
-            loss_sum, loss_count = 0.0, 0
-    bar.close()
-    return LoopResult("completed", steps, None, time.perf_counter() - start, eval_time)
+            evaluate(step, state.loss_sum / state.loss_count)
+            state.loss_sum, state.loss_count = 0.0, 0
+        if on_checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
+            checkpoint()
+    return end("completed")

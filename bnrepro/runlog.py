@@ -10,30 +10,17 @@ import csv
 import io
 import json
 import math
-import os
 import platform
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bnrepro.atomic import atomic_write_text
+
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 _PACKAGES = ("bnrepro", "torch", "torchvision", "hydra-core", "omegaconf", "wandb", "numpy")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, float]]) -> None:

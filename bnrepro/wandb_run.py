@@ -3,37 +3,75 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import wandb
 from torch import Tensor
 
 log = logging.getLogger(__name__)
+DEFAULT_SERVER = "https://api.wandb.ai"
+
+
+class WandbUnreachable(RuntimeError):
+    """Online mode asked for, the server out of reach, and no fallback wanted."""
+
+
+def server_address() -> tuple[str, int]:
+    url = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_SERVER)
+    return url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
+
+
+def resolve_mode(mode: str, offline_fallback: bool, timeout_s: float) -> str:
+    """The mode to hand to wandb.init: online only when its server answers within timeout_s.
+
+    An online wandb.init without network waits about 90 s before it fails; a TCP connect to the
+    server tells the same in seconds, before any training starts.
+    """
+    if mode != "online":
+        return mode
+    host, port = server_address()
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+        return mode
+    except OSError as e:
+        if not offline_fallback:
+            raise WandbUnreachable(f"wandb.mode='online' but the W&B server {host}:{port} is unreachable ({e}) "
+                                   "(allowed: wandb.mode=offline|disabled, or wandb.offline_fallback=true)") from e
+        log.warning("W&B server %s:%s unreachable (%s): logging offline instead; `wandb sync` uploads later",
+                    host, port, e)
+        return "offline"
 
 
 class WandbRun:
     def __init__(self, *, mode: str, project: str, entity: str | None, group: str | None,
                  job_type: str | None, tags: list[str], name: str, config: dict[str, Any],
-                 run_dir: Path, histogram_bins: int | None = None) -> None:
+                 run_dir: Path, run_id: str, resume: bool, histogram_bins: int | None = None) -> None:
         self.histogram_bins = histogram_bins
         self._failed = False
-        # mode is always explicit: an online init without network would wait ~90 s
-        self.run = wandb.init(
-            mode=mode, project=project, entity=entity, group=group, job_type=job_type, tags=tags,
-            name=name, config=config, dir=str(run_dir), reinit="finish_previous",
-            # the training loop owns this CPU: no stdout capture, no system-stats sampler
-            settings=wandb.Settings(console="off", x_disable_stats=True, x_disable_machine_info=True,
-                                    silent=True),
-        )
+        self.run = None
+        # mode is always explicit (see resolve_mode); a resumed run continues the same W&B run id
+        self._guard("init", lambda: self._init(mode=mode, project=project, entity=entity, group=group,
+                    job_type=job_type, tags=tags, name=name, config=config, dir=str(run_dir), id=run_id,
+                    resume="allow" if resume else None, reinit="finish_previous",
+                    # the training loop owns this CPU: no stdout capture, no system-stats sampler
+                    settings=wandb.Settings(console="off", x_disable_stats=True, x_disable_machine_info=True,
+                                            silent=True)))
 
-    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    def _init(self, **kwargs: Any) -> None:
+        self.run = wandb.init(**kwargs)
+
+    def _guard(self, what: str, call: Callable[[], object]) -> None:
         """W&B trouble is reported once and never stops training."""
         if self._failed:
             return
         try:
-            fn(*args, **kwargs)
+            call()
         except Exception as e:  # noqa: BLE001 - any W&B error must not cost the run
             self._failed = True
             log.warning("W&B %s failed, continuing without W&B (the run folder is complete): %s", what, e)
@@ -44,8 +82,8 @@ class WandbRun:
             for name, values in units.items():
                 counts, edges = np.histogram(values.cpu().numpy(), bins=self.histogram_bins)
                 data[f"hist/{name}"] = wandb.Histogram(np_histogram=(counts, edges))
-        self._guard("log", self.run.log, data, step=step)
+        self._guard("log", lambda: self.run.log(data, step=step))
 
     def finish(self, summary: dict[str, Any], exit_code: int) -> None:
-        self._guard("summary", self.run.summary.update, summary)
-        self._guard("finish", self.run.finish, exit_code=exit_code)
+        self._guard("summary", lambda: self.run.summary.update(summary))
+        self._guard("finish", lambda: self.run.finish(exit_code=exit_code))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -84,11 +82,9 @@ def test_a_diverging_learning_rate_is_a_result_and_the_sweep_exits_zero(cli, tmp
     assert none["status"] == "diverged" and none["diverged_step"] >= 1
 
 
-def test_two_sweeps_started_together_get_two_folders(data_root: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "BNREPRO_DATA": str(data_root)}
+def test_two_sweeps_started_together_get_two_folders(start_cli, tmp_path: Path) -> None:
     # default sweep folders (relative to the working directory), started in the same instant
-    cmd = [sys.executable, "-m", "bnrepro.train", "-m", "experiment=fig1", "seed=0", *TINY, "wandb.mode=disabled"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs = [start_cli("-m", "experiment=fig1", "seed=0", *TINY, "wandb.mode=disabled", cwd=tmp_path)
              for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     sweeps = sorted({j.parent.parent for j in tmp_path.glob("multirun/*/*/*/summary.json")})

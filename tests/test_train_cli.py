@@ -72,16 +72,34 @@ def test_divergence_is_recorded_not_raised(cli, tmp_path: Path) -> None:
     assert 1 <= summary["diverged_step"] <= 300 and summary["final_test_acc"] is None
 
 
-@pytest.mark.parametrize("override, key", [("optim.lr=-0.1", "optim.lr"), ("model.bn=sideways", "model.bn"),
-                                           ("device=cuda", "device")])
+# one bad command line of each kind: range, choice, type, unknown key or group option, missing GPU
+BAD = [
+    ("optim.lr=-0.1", "optim.lr"), ("optim.lr=0", "optim.lr"), ("train.steps=0", "train.steps"),
+    ("train.eval_every=0", "train.eval_every"), ("train.checkpoint_every=-1", "train.checkpoint_every"),
+    ("model.bn=sideways", "model.bn"), ("model.activation=swish", "model.activation"),
+    ("wandb.mode=sometimes", "wandb.mode"), ("device=tpu", "device"), ("model.hidden=[100,0]", "model.hidden"),
+    ("tracking.percentiles=[15,101]", "tracking.percentiles"), ("train.steps=abc", "train.steps"),
+    ("train.resume=maybe", "train.resume"), ("+foo=1", "foo"), ("model=cnn", "model/cnn"),
+    ("device=cuda", "device"),
+]
+
+
+@pytest.mark.parametrize("override, key", BAD)
 def test_bad_config_is_one_line_and_trains_nothing(cli, tmp_path: Path, override: str, key: str) -> None:
-    if key == "device":
+    if override == "device=cuda":
         torch = pytest.importorskip("torch")
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
     run_dir = tmp_path / "bad"
-    proc = cli(override, f"hydra.run.dir={run_dir}", "wandb.mode=disabled", check=False)
+    proc = cli("wandb.mode=disabled", f"hydra.run.dir={run_dir}", override, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0] and "Traceback" not in proc.stderr
     assert not (run_dir / "summary.json").exists()
+
+
+def test_batch_of_one_is_refused_with_bn_only(cli, tmp_path: Path) -> None:
+    proc = cli("model.bn=before", "train.batch_size=1", f"hydra.run.dir={tmp_path / 'bn'}", check=False)
+    assert proc.returncode == 2 and "train.batch_size=1" in proc.stderr and "batch norm" in proc.stderr
+    cli("train.batch_size=1", "train.steps=5", "train.eval_every=5", "train.progress=false",
+        "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'plain'}")

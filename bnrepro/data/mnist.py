@@ -20,7 +20,6 @@ import importlib.util
 import os
 import pickle
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +27,8 @@ from typing import IO, Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from bnrepro.atomic import atomic_write, atomic_write_text
 
 MANIFEST = "SHA256SUMS"
 N_TRAIN, N_TEST, SIDE = 60_000, 10_000, 28
@@ -134,23 +135,6 @@ def _read_source(path: Path) -> dict[str, np.ndarray]:
 # --- the cache --------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, chunks: list[bytes | memoryview]) -> None:
-    # A unique temp file, then os.replace: readers and concurrent builders (parallel sweep jobs on a
-    # fresh machine) see either no file or a complete one, never a partial one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -175,14 +159,14 @@ def build_cache(root: Path | str, force: bool = False) -> Path:
         dims = (a.shape[0], SIDE, SIDE) if a.ndim == 2 else a.shape
         header = struct.pack(f">{1 + len(dims)}I", IDX_IMAGES if a.ndim == 2 else IDX_LABELS, *dims)
         payload = memoryview(np.ascontiguousarray(a)).cast("B")
-        _atomic_write(raw / name, [header, payload])
+        atomic_write(raw / name, lambda f, h=header, p=payload: (f.write(h), f.write(p)))
         digest = hashlib.sha256(header)
         digest.update(payload)
         sums[name] = digest.hexdigest()
     wrong = [n for n in FILES if sums[n] != EXPECTED_SHA256[n]]
     if wrong:
         raise DataError(f"{source_path()} is not the MNIST this project expects ({', '.join(wrong)} differ)")
-    _atomic_write(raw / MANIFEST, ["".join(f"{sums[n]}  {n}\n" for n in FILES).encode()])
+    atomic_write_text(raw / MANIFEST, "".join(f"{sums[n]}  {n}\n" for n in FILES))
     return raw
 
 
