@@ -14,12 +14,10 @@ import numpy as np
 import wandb
 from torch import Tensor
 
+from bnrepro.config import ConfigError
+
 log = logging.getLogger(__name__)
 DEFAULT_SERVER = "https://api.wandb.ai"
-
-
-class WandbUnreachable(RuntimeError):
-    """Online mode asked for, the server out of reach, and no fallback wanted."""
 
 
 def server_address() -> tuple[str, int]:
@@ -41,8 +39,8 @@ def resolve_mode(mode: str, offline_fallback: bool, timeout_s: float) -> str:
         return mode
     except OSError as e:
         if not offline_fallback:
-            raise WandbUnreachable(f"wandb.mode='online' but the W&B server {host}:{port} is unreachable ({e}) "
-                                   "(allowed: wandb.mode=offline|disabled, or wandb.offline_fallback=true)") from e
+            raise ConfigError("wandb.mode", mode, f"offline or disabled, or wandb.offline_fallback=true: the W&B "
+                              f"server {host}:{port} is unreachable ({e})") from e
         log.warning("W&B server %s:%s unreachable (%s): logging offline instead; `wandb sync` uploads later",
                     host, port, e)
         return "offline"

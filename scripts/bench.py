@@ -33,6 +33,8 @@ from bnrepro import nn as bnn  # noqa: E402
 from bnrepro.data import default_root, load_mnist  # noqa: E402
 
 TARGETS = {"run_vs_bare": 1.05, "bn_step_vs_torch": 1.10, "eval_share": 0.05, "mnist_load_s": 0.5}
+# the core issue's first, looser bounds, shown beside the targets above
+FIRST_BOUNDS = {"run_vs_bare": 1.15, "bn_step_vs_torch": 1.25}
 
 
 def bare_model(bn: str, bn_layer: type[nn.Module]) -> nn.Sequential:
@@ -51,8 +53,10 @@ def bare_model(bn: str, bn_layer: type[nn.Module]) -> nn.Sequential:
     return model
 
 
-def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.1) -> float:
-    """Seconds for `steps` SGD steps of batch 60, batches by index_select from a per-epoch permutation."""
+def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.1,
+              test: tuple[torch.Tensor, torch.Tensor] | None = None, eval_every: int = 500) -> float:
+    """Seconds for `steps` SGD steps of batch 60, batches by index_select from a per-epoch permutation,
+    and, given test data, test accuracy on all of it every eval_every steps, as a run's evaluations."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -65,6 +69,11 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if test is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            model.eval()
+            with torch.no_grad():
+                (model(test[0]).argmax(1) == test[1]).float().mean().item()
+            model.train()
     return time.perf_counter() - start
 
 
@@ -140,14 +149,18 @@ def markdown(res: dict, command: str) -> str:
     ok = {k: res[k] <= t for k, t in TARGETS.items()}
     mark = {True: "met", False: "**missed**"}
     m = res["machine"]
+
+    def first(key: str) -> str:
+        return f"; core issue's <= {FIRST_BOUNDS[key]}x {mark[res[key] <= FIRST_BOUNDS[key]]}"
+
     rows = [
         f"| full `bnrepro-train` run (BN) / bare loop, training time | {res['run_vs_bare']:.3f}x "
-        f"| <= {TARGETS['run_vs_bare']}x | {mark[ok['run_vs_bare']]} |",
+        f"| <= {TARGETS['run_vs_bare']}x | {mark[ok['run_vs_bare']]}{first('run_vs_bare')} |",
         f"| full run (no BN) / bare loop, training time | {res['run_vs_bare_nobn']:.3f}x | | |",
         f"| full run / bare loop, whole processes (imports, data, W&B init included) "
         f"| {res['run_vs_bare_process']:.2f}x | | |",
         f"| training step, our BN / `torch.nn.BatchNorm1d` | {res['bn_step_vs_torch']:.3f}x "
-        f"| <= {TARGETS['bn_step_vs_torch']}x | {mark[ok['bn_step_vs_torch']]} |",
+        f"| <= {TARGETS['bn_step_vs_torch']}x | {mark[ok['bn_step_vs_torch']]}{first('bn_step_vs_torch')} |",
         f"| BN layer forward+backward alone, ours / torch's (60x100) | {res['layer_vs_torch']:.2f}x "
         f"({res['layer_fwd_bwd_us_ours']:.0f} vs {res['layer_fwd_bwd_us_torch']:.0f} us) | | |",
         f"| evaluation + tracking + logging, share of a default run | {res['eval_share']:.1%} "
@@ -180,7 +193,8 @@ def main() -> None:
     if args.bare:
         data = load_mnist(default_root())
         model = bare_model(args.bare, bnn.BatchNorm1d)
-        print(json.dumps({"seconds": bare_loop(model, data.train_x, data.train_y, args.steps)}))
+        seconds = bare_loop(model, data.train_x, data.train_y, args.steps, test=(data.test_x, data.test_y))
+        print(json.dumps({"seconds": seconds}))
         return
 
     start = time.perf_counter()

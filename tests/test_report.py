@@ -18,9 +18,11 @@ from PIL import Image
 
 from bnrepro.config import OptimConfig
 from bnrepro.report import draw
+from bnrepro.report.claims import distribution_stable
 from bnrepro.report.cli import main
 from bnrepro.report.load import load_runs
 from bnrepro.report.slices import choose_base_lr
+from bnrepro.report.stats import Drift
 
 # single-threaded torch: on a 2-core box this tiny MLP trains ~10x faster than with 2 threads
 SHORT = ("train.steps=300", "train.eval_every=100", "train.progress=false", "train.num_threads=1",
@@ -203,3 +205,13 @@ def test_base_lr_prefers_the_flag_then_the_default_config_then_the_most_common()
     assert choose_base_lr(runs, None)[0] == BASE
     lr, how = choose_base_lr(runs.iloc[:4], None)
     assert lr == BASE * 3 and "most common" in how and "a tie" in how
+
+
+@pytest.mark.parametrize("bn_median, bn_spread, expected", [
+    (0.4, 1.0, "reproduced"),  # both at most half the baseline's drift (1.0, 2.0)
+    (0.9, 1.0, "partly reproduced"),  # the median barely steadier than without BN: not "stable"
+    (0.9, 1.9, "not reproduced"),
+])
+def test_stable_means_a_clear_difference_not_any(bn_median: float, bn_spread: float, expected: str) -> None:
+    claim = distribution_stable("h3", Drift(median=1.0, spread=2.0), Drift(median=bn_median, spread=bn_spread))
+    assert claim.verdict == expected

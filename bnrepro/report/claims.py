@@ -12,6 +12,7 @@ from bnrepro.report.stats import Drift, Stat
 
 REPRODUCED, NOT_REPRODUCED, UNTESTABLE = "reproduced", "not reproduced", "not testable with these runs"
 PARTLY = "partly reproduced"
+STABLE_RATIO = 0.5
 
 
 @dataclass
@@ -75,11 +76,17 @@ def distribution_stable(layer: str, base: Drift | None, bn: Drift | None) -> Cla
              "with BN it stays stable.")
     if base is None or bn is None:
         return untestable(where, paper, "percentile curves " + ("without BN" if base is None else "with BN"))
-    ok_mid, ok_spread = bn.median < base.median, bn.spread < base.spread
-    found = (f"the median moved over a range of {bn.median:.2f} with BN vs {base.median:.2f} without, "
-             f"the 15-85 spread over {bn.spread:.2f} vs {base.spread:.2f}")
+    # "stable" is a clear difference, not any difference: at most half the baseline's drift
+    ok_mid, ok_spread = bn.median <= STABLE_RATIO * base.median, bn.spread <= STABLE_RATIO * base.spread
+    found = (f"the median moved over a range of {bn.median:.2f} with BN vs {base.median:.2f} without "
+             f"({_ratio(bn.median, base.median)}), the 15-85 spread over {bn.spread:.2f} vs {base.spread:.2f} "
+             f"({_ratio(bn.spread, base.spread)}); stable means at most {STABLE_RATIO:g}x the baseline's drift")
     return Claim(where, paper, found, REPRODUCED if ok_mid and ok_spread else PARTLY if ok_mid or ok_spread
                  else NOT_REPRODUCED)
+
+
+def _ratio(bn: float, base: float) -> str:
+    return f"{bn / base:.2f}x" if base > 0 else "baseline did not move"
 
 
 def bn_beats_counterparts(wins: int, pairs: int) -> Claim:
