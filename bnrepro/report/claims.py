@@ -6,6 +6,7 @@ A verdict is never asserted: every function gets the measured numbers, states th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bnrepro.report.stats import Drift, Stat
@@ -97,13 +98,21 @@ def bn_beats_counterparts(wins: int, pairs: int) -> Claim:
     return Claim(where, paper, found, REPRODUCED if wins == pairs else PARTLY if wins else NOT_REPRODUCED)
 
 
-def high_lr_without_bn_diverges(diverged: int, total: int, base_lr: float, scope: str = "") -> Claim:
+def high_lr_without_bn_diverges(diverged: int, stalled: int, total: int, base_lr: float,
+                                first_fail: float | None = None, bn_final: float | None = None,
+                                scope: str = "") -> Claim:
     where = "Sec. 4.2"
     paper = "without BN, 5x the learning rate made the parameters reach machine infinity (diverged)."
     if total == 0:
         return untestable(where, paper, f"runs without BN at >= 5x the base lr ({5 * base_lr:g}){scope}")
-    found = f"{diverged} of {total} runs without BN at >= 5x the base lr diverged{scope}"
-    return Claim(where, paper, found, verdict(diverged > 0))
+    found = (f"{diverged} of {total} runs without BN at >= 5x the base lr diverged and {stalled} stalled "
+             f"at chance{scope}")
+    if first_fail is not None:
+        found += f"; the lowest such lr is {first_fail:g} ({first_fail / base_lr:g}x)"
+        if bn_final is not None and not math.isnan(bn_final):
+            found += f", where BN ends at {pct(bn_final)}"
+    # stalling at chance is the same failure without the overflow: partly the paper's claim
+    return Claim(where, paper, found, REPRODUCED if diverged else PARTLY if stalled else NOT_REPRODUCED)
 
 
 def high_lr_with_bn_trains(diverged: int, total: int, base_lr: float, scope: str = "") -> Claim:

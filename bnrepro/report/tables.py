@@ -29,6 +29,7 @@ PAPER_STEPS = {"Baseline": "31.0M (72.2%)", "BN": "13.3M (72.7%)", "BN-x5": "2.1
                "BN-x30": "2.7M (74.8%)"}
 STEP_ROWS = [("Baseline", "none", 1), ("BN", "before", 1), ("BN-x5", "before", 5), ("BN-x30", "before", 30)]
 Groups = list[tuple[dict[str, Any], pd.DataFrame]]
+STALL_ACC = 0.2  # a run never above this test accuracy learned nothing (chance 10%, one class 11.35%)
 
 
 def cell(x: float | None) -> str:
@@ -38,6 +39,11 @@ def cell(x: float | None) -> str:
 
 def n_diverged(runs: pd.DataFrame) -> int:
     return int((runs["status"] == "diverged").sum())
+
+
+def stalled(runs: pd.DataFrame) -> pd.Series:
+    """Runs that finished without diverging but never learned: best test accuracy near chance (10%)."""
+    return (runs["status"] == "completed") & (runs["best_test_acc"].astype(float) < STALL_ACC)
 
 
 def accuracy_section(runs: pd.DataFrame, varying: list[str]) -> Section:
@@ -158,7 +164,12 @@ def lr_claims(runs: pd.DataFrame, varying: list[str], base_lr: float | None) -> 
     no_bn = runs[high & matches(runs, BN, "none")]
     bn = runs[high & (lr <= 30 * base_lr * (1 + 1e-9)) & matches(runs, BN, "before")]
     scope = f" ({describe(pinned)})" if pinned else ""
-    return [claims.high_lr_without_bn_diverges(n_diverged(no_bn), len(no_bn), base_lr, scope),
+    failed = no_bn[(no_bn["status"] == "diverged") | stalled(no_bn)]
+    first_fail = float(failed[LR].astype(float).min()) if len(failed) else None
+    bn_there = runs[matches(runs, BN, "before") & matches(runs, LR, first_fail)] if first_fail else runs.iloc[:0]
+    bn_final = float(bn_there["final_test_acc"].astype(float).mean()) if len(bn_there) else None
+    return [claims.high_lr_without_bn_diverges(n_diverged(no_bn), int(stalled(no_bn).sum()), len(no_bn), base_lr,
+                                               first_fail, bn_final, scope),
             claims.high_lr_with_bn_trains(n_diverged(bn), len(bn), base_lr, scope)]
 
 
@@ -176,8 +187,10 @@ def divergence_section(runs: pd.DataFrame, varying: list[str], base_lr: float | 
                    "lr": f"{lr:g}", "x base": f"{lr / base_lr:g}x" if base_lr else "–"}
             for bn in modes:
                 n = at[at[BN] == bn]
-                row[f"bn={bn} diverged/total"] = f"{n_diverged(n)}/{len(n)}" if len(n) else "–"
+                row[f"bn={bn} diverged/stalled/total"] = (f"{n_diverged(n)}/{int(stalled(n).sum())}/{len(n)}"
+                                                         if len(n) else "–")
             rows.append(row)
-    caption = ("Runs that diverged (training loss NaN/inf or above train.max_loss) out of the finished runs "
-               "at each learning rate.")
+    caption = ("Runs that diverged (training loss NaN/inf or above train.max_loss) and runs that stalled "
+               f"(completed, but never above {STALL_ACC:.0%} test accuracy: chance is 10%) out of the finished "
+               "runs at each learning rate.")
     return Section(title, caption, lr_claims(runs, varying, base_lr), table=pd.DataFrame(rows))
