@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bnrepro.atomic import atomic_write
-from bnrepro.config import ConfigError
+from bnrepro.config import COMPUTE_NEUTRAL, ConfigError
 from bnrepro.loop import LoopState
 from bnrepro.runlog import read_summary
 
@@ -26,15 +26,12 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # The first start's Hydra files: Hydra rewrites .hydra/ on every start, before any check can refuse one
 FIRST_HYDRA_DIR = ".hydra-first"
 FINISHED = ("completed", "diverged")
-# Keys that do not change what a run computes: a run may continue with other values of these
-NEUTRAL_KEYS = ("device", "data.root", "train.progress", "train.num_threads", "train.checkpoint_every",
-                "train.resume", "wandb")
 
 
 def config_hash(cfg: DictConfig) -> str:
     """A digest of everything that decides a run's numbers."""
     values = OmegaConf.to_container(cfg, resolve=True)
-    for key in NEUTRAL_KEYS:
+    for key in COMPUTE_NEUTRAL:
         *parents, leaf = key.split(".")
         node = values
         for parent in parents:

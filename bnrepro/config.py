@@ -19,6 +19,10 @@ BN_MODES = ("none", "before", "after")
 BN_IMPLS = ("bnrepro", "torch")
 INITS = ("gaussian", "torch")
 WANDB_MODES = ("offline", "online", "disabled")
+# Settings that do not change what a run computes (a group name covers all its keys): a run may
+# continue under other values of these, and reports never split a configuration by them
+COMPUTE_NEUTRAL = ("device", "data.root", "train.progress", "train.num_threads", "train.checkpoint_every",
+                   "train.resume", "wandb")
 
 
 @dataclass

@@ -88,7 +88,8 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
         setup=_setup(runs, rs.config_keys, varying),
         sections=[i for i in items if isinstance(i, Section)],
         skipped=[i for i in items if isinstance(i, Skipped)],
-        commands=provenance.commands([Path(r) for r in rs.runs["run"]], rs.sweeps),
+        commands=[*provenance.commands([Path(r) for r in rs.runs["run"]], rs.sweeps), "# this report",
+                  provenance.report_command(paths, out, base_lr)],
         versions=provenance.versions(rs.runs), commits=provenance.commits(rs.runs))
     path = out / "report.md"
     path.write_text(render(report, out))

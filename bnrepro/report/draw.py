@@ -23,7 +23,9 @@ Group = tuple[str, str, pd.DataFrame]  # (bn mode, which picks the line style; l
 def save(fig: Figure, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     for path in paths:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        # no creation date or software version in the file: the same runs give the same bytes
+        metadata = {"CreationDate": None, "Producer": None} if path.suffix == ".pdf" else {"Software": None}
+        fig.savefig(path, dpi=120, bbox_inches="tight", metadata=metadata)
     return paths
 
 

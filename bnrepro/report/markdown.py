@@ -82,7 +82,8 @@ def render(r: Report, out: Path) -> str:
         lines += ["## Tables", ""] + [line for s in tables for line in _section(s, out)]
     if r.skipped:
         lines += ["## Not made, and why", "", *[f"- **{s.title}**: {s.reason}" for s in r.skipped], ""]
-    lines += ["## Reproduce", "", "Commands (from `multirun.yaml` and `.hydra/overrides.yaml`):", ""]
+    lines += ["## Reproduce", "", "Commands (from `multirun.yaml` and `.hydra/overrides.yaml`), then the one "
+              "that built this report:", ""]
     lines += ["```bash", *r.commands, "```", ""]
     lines += ["Package versions (from summary.json):", "", table(r.versions), ""]
     lines += [f"Git commit (from summary.json): {r.commits}", ""]

@@ -39,19 +39,29 @@ def run_command(run_dir: Path) -> str:
     return _command(list(task or []), list(overrides.get("hydra") or []), False)
 
 
+def _shown(path: Path) -> Path:
+    """A folder as the user would type it: relative to the working directory when it lies under it."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 def commands(run_dirs: list[Path], sweeps: list[Path]) -> list[str]:
     """One command per sweep, then one per distinct command of the runs that no sweep folder holds."""
     lines = []
     for sweep in sweeps:
-        lines += [f"# {sweep}", *sweep_command(sweep)]
+        lines += [f"# {_shown(sweep)}", *sweep_command(sweep)]
     by_command: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
         if not any(run_dir.is_relative_to(s) for s in sweeps):
             by_command.setdefault(run_command(run_dir), []).append(run_dir)
     for cmd, dirs in by_command.items():
         more = f" and {len(dirs) - 1} more run(s)" if len(dirs) > 1 else ""
-        lines += [f"# {dirs[0]}{more}", cmd]
+        lines += [f"# {_shown(dirs[0])}{more}", cmd]
     return lines
+
+
+def report_command(paths: list[Path], out: Path, base_lr: float | None) -> str:
+    return shlex.join(["bnrepro-report", *map(str, paths), "--out", str(out),
+                       *(["--base-lr", f"{base_lr:g}"] if base_lr is not None else [])])
 
 
 def _counts(values: pd.Series, missing: str) -> str:

@@ -14,12 +14,14 @@ from typing import Any
 
 import pandas as pd
 
+from bnrepro.config import COMPUTE_NEUTRAL
+
 BN, LR, ACT, SEED = "model.bn", "optim.lr", "model.activation", "seed"
 BN_ORDER = {"none": 0, "before": 1, "after": 2}
 # settings that do not change what a run computes, so they never split a configuration; `name` is
 # a label: fig1's and lr_sweep's runs at the same settings are the same configuration
-NEUTRAL = {SEED, "name", "device", "data.root", "train.progress", "train.num_threads"}
-NEUTRAL_PREFIXES = ("wandb.",)
+NEUTRAL = {SEED, "name", *COMPUTE_NEUTRAL}
+NEUTRAL_PREFIXES = tuple(f"{key}." for key in COMPUTE_NEUTRAL)
 # the paper's setting where an axis varies but a figure is not about it
 PREFERRED = {ACT: "sigmoid", "model.bn_impl": "bnrepro"}
 
