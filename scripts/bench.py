@@ -136,6 +136,18 @@ def layer_benchmarks(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int)
     }
 
 
+def test_forward_ms(test_x: torch.Tensor, repeats: int = 10) -> float:
+    """Median time of the BN network's inference pass over the whole test set: the floor of an evaluation."""
+    model = bare_model("before", bnn.BatchNorm1d).eval()
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(test_x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
 def machine() -> dict[str, str]:
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
@@ -165,6 +177,8 @@ def markdown(res: dict, command: str) -> str:
         f"({res['layer_fwd_bwd_us_ours']:.0f} vs {res['layer_fwd_bwd_us_torch']:.0f} us) | | |",
         f"| evaluation + tracking + logging, share of a default run | {res['eval_share']:.1%} "
         f"| <= {TARGETS['eval_share']:.0%} | {mark[ok['eval_share']]} |",
+        f"| of which the test-set forward pass alone (10k images; the bare loop makes it too) "
+        f"| {res['test_forward_share']:.1%} ({res['test_forward_ms']:.0f} ms each) | | |",
         f"| MNIST load from its cache | {res['mnist_load_s']:.2f} s | < {TARGETS['mnist_load_s']} s "
         f"| {mark[ok['mnist_load_s']]} |",
         f"| peak memory, bnrepro-train / bare loop | {res['rss_run_mib']:.0f} / {res['rss_bare_mib']:.0f} MiB | | |",
@@ -184,7 +198,7 @@ def markdown(res: dict, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
     parser.add_argument("--bare", choices=["none", "before"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
@@ -208,6 +222,7 @@ def main() -> None:
     res: dict = {"machine": machine(), "steps": args.steps, "repeats": args.repeats,
                  "mnist_load_s": statistics.median(loads)}
     res |= layer_benchmarks(data.train_x, data.train_y, args.steps, args.repeats)
+    res["test_forward_ms"] = test_forward_ms(data.test_x)
     with tempfile.TemporaryDirectory() as tmp:
         for bn in ("before", "none"):
             bare, run, rss_bare, rss_run, shares, process = [], [], 0, 0, [], []
@@ -224,6 +239,8 @@ def main() -> None:
             suffix = "" if bn == "before" else "_nobn"
             res[f"run_vs_bare{suffix}"] = statistics.median(run) / statistics.median(bare)
             if bn == "before":
+                evaluations = args.steps // 500 + 1  # step 0, then every 500 steps
+                res["test_forward_share"] = res["test_forward_ms"] / 1e3 * evaluations / statistics.median(run)
                 res |= {"eval_share": statistics.median(shares), "rss_run_mib": rss_run / 1024,
                         "rss_bare_mib": rss_bare / 1024, "bare_steps_per_s": args.steps / statistics.median(bare),
                         "run_steps_per_s": args.steps / statistics.median(run),
