@@ -20,7 +20,7 @@ from bnrepro.evaluation import Evaluator
 from bnrepro.interrupt import StopRequest
 from bnrepro.loop import LoopResult, train_loop
 from bnrepro.models import MLP
-from bnrepro.runlog import git_commit, package_versions, write_metrics, write_summary
+from bnrepro.runlog import git_commit, package_versions, peak_memory_mib, write_metrics, write_summary
 from bnrepro.wandb_run import WandbRun
 
 
@@ -114,6 +114,7 @@ def run(cfg: DictConfig, run_dir: Path, device: torch.device, hydra_cfg: DictCon
         wall_time_s=time.perf_counter() - started, train_time_s=result.train_time_s,
         eval_time_s=result.eval_time_s,
         steps_per_s=result.steps_done / result.train_time_s if result.train_time_s > 0 else None,
+        peak_memory_mib=peak_memory_mib(),
         **_accuracy_summary(rows, final=result.status == "completed"),
     )
     if stop.signum is not None:

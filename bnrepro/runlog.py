@@ -71,3 +71,15 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
+
+
+def peak_memory_mib() -> float | None:
+    """This process's peak resident memory. VmHWM, not getrusage: Linux carries a forked parent's
+    peak over into the child's ru_maxrss, so a run started by a big process would report that one's."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return None

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from bnrepro import nn as bnn  # noqa: E402
 from bnrepro.data import default_root, load_mnist  # noqa: E402
+from bnrepro.runlog import peak_memory_mib  # noqa: E402
 
 TARGETS = {"run_vs_bare": 1.05, "bn_step_vs_torch": 1.10, "eval_share": 0.05, "mnist_load_s": 0.5}
 # the core issue's first, looser bounds, shown beside the targets above
@@ -77,28 +78,22 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr
     return time.perf_counter() - start
 
 
-def child(cmd: list[str]) -> tuple[str, int]:
-    """Run a command; return its stdout and peak resident memory (KiB)."""
-    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
-    return out, usage.ru_maxrss
+def child(cmd: list[str]) -> str:
+    """Run a command; return its stdout."""
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
 
 
-def measure_bare(bn: str, steps: int) -> tuple[float, int]:
-    out, rss = child([sys.executable, __file__, "--bare", bn, "--steps", str(steps)])
-    return json.loads(out.strip().splitlines()[-1])["seconds"], rss
+def measure_bare(bn: str, steps: int) -> tuple[float, float]:
+    """Seconds and peak memory (MiB) of a bare loop in its own process."""
+    result = json.loads(child([sys.executable, __file__, "--bare", bn, "--steps", str(steps)]).strip().splitlines()[-1])
+    return result["seconds"], result["peak_memory_mib"]
 
 
-def measure_run(bn: str, steps: int, tmp: Path) -> tuple[dict, int]:
+def measure_run(bn: str, steps: int, tmp: Path) -> dict:
     run_dir = tmp / f"run-{bn}-{time.monotonic_ns()}"
-    _, rss = child([sys.executable, "-m", "bnrepro.train", f"model.bn={bn}", f"train.steps={steps}",
-                    "train.num_threads=1", "train.progress=false", "wandb.mode=offline",
-                    f"hydra.run.dir={run_dir}"])
-    return json.loads((run_dir / "summary.json").read_text()), rss
+    child([sys.executable, "-m", "bnrepro.train", f"model.bn={bn}", f"train.steps={steps}", "train.num_threads=1",
+           "train.progress=false", "wandb.mode=offline", f"hydra.run.dir={run_dir}"])
+    return json.loads((run_dir / "summary.json").read_text())
 
 
 def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
@@ -208,7 +203,7 @@ def main() -> None:
         data = load_mnist(default_root())
         model = bare_model(args.bare, bnn.BatchNorm1d)
         seconds = bare_loop(model, data.train_x, data.train_y, args.steps, test=(data.test_x, data.test_y))
-        print(json.dumps({"seconds": seconds}))
+        print(json.dumps({"seconds": seconds, "peak_memory_mib": peak_memory_mib()}))
         return
 
     start = time.perf_counter()
@@ -230,7 +225,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 b, rb = measure_bare(bn, args.steps)
                 t1 = time.perf_counter()
-                s, rr = measure_run(bn, args.steps, Path(tmp))
+                s = measure_run(bn, args.steps, Path(tmp))
+                rr = s["peak_memory_mib"]
                 process.append((time.perf_counter() - t1) / (t1 - t0))
                 bare.append(b)
                 run.append(s["train_time_s"])
@@ -241,8 +237,8 @@ def main() -> None:
             if bn == "before":
                 evaluations = args.steps // 500 + 1  # step 0, then every 500 steps
                 res["test_forward_share"] = res["test_forward_ms"] / 1e3 * evaluations / statistics.median(run)
-                res |= {"eval_share": statistics.median(shares), "rss_run_mib": rss_run / 1024,
-                        "rss_bare_mib": rss_bare / 1024, "bare_steps_per_s": args.steps / statistics.median(bare),
+                res |= {"eval_share": statistics.median(shares), "rss_run_mib": rss_run,
+                        "rss_bare_mib": rss_bare, "bare_steps_per_s": args.steps / statistics.median(bare),
                         "run_steps_per_s": args.steps / statistics.median(run),
                         "run_vs_bare_process": statistics.median(process)}
     res["bench_seconds"] = time.perf_counter() - start
