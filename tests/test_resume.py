@@ -100,3 +100,24 @@ def test_rerun_of_a_partly_finished_sweep_runs_only_what_is_missing(cli, tmp_pat
     assert proc.stdout.count("skipped") == 2
     assert {p: p.read_text() for p in done} == done
     assert [_summary(j)["status"] for j in sweep.glob("2_seed=2,*")] == ["completed"]
+
+
+def test_sigterm_stops_a_sweep_and_a_rerun_finishes_it(cli, start_cli, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ("-m", "seed=0,1,2", *RUN, "wandb.mode=disabled", f"hydra.sweep.dir={sweep}")
+    proc = start_cli(*args)
+    deadline = time.monotonic() + 120
+    while not list(sweep.glob(f"1_*/{CHECKPOINT_FILE}")):  # the second job is training
+        assert time.monotonic() < deadline and proc.poll() is None, "the second job never checkpointed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0  # the sweep stopped, as Ctrl-C would stop it
+    assert [_summary(j)["status"] for j in sorted(sweep.glob("[01]_*"))] == ["completed", "interrupted"]
+    assert not list(sweep.glob("2_*"))
+
+    out = cli(*args).stdout
+    assert out.count("skipped") == 1
+    jobs = sorted(sweep.glob("[012]_*"))
+    assert [_summary(j)["status"] for j in jobs] == ["completed"] * 3
+    assert _summary(jobs[1])["resumed_from_step"] > 0
