@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -72,6 +73,18 @@ def cli() -> None:
     except (HydraException, OmegaConfBaseException) as e:
         print(f"bnrepro-train: invalid config: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
+    except ValueError as e:
+        if not _hydra_usage_error(e):
+            raise
+        print(f"bnrepro-train: invalid command line: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _hydra_usage_error(error: ValueError) -> bool:
+    """Hydra refuses some flag combinations (e.g. -m with --cfg) with a plain ValueError from
+    _run_hydra itself; a ValueError from inside a job would name a deeper frame last."""
+    *_, (frame, _) = traceback.walk_tb(error.__traceback__)
+    return frame.f_code.co_name == "_run_hydra" and "hydra" in Path(frame.f_code.co_filename).parts
 
 
 if __name__ == "__main__":

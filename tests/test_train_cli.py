@@ -103,3 +103,9 @@ def test_batch_of_one_is_refused_with_bn_only(cli, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "train.batch_size=1" in proc.stderr and "batch norm" in proc.stderr
     cli("train.batch_size=1", "train.steps=5", "train.eval_every=5", "train.progress=false",
         "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'plain'}")
+
+
+def test_conflicting_hydra_flags_are_one_line(cli) -> None:
+    proc = cli("-m", "--cfg", "job", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "invalid command line" in lines[0] and "--cfg" in lines[0]
