@@ -56,7 +56,9 @@ class TrainConfig:
     batch_size: int = 60
     eval_every: int = 500
     max_loss: float = 1e3  # a training loss above this (or NaN/inf) ends the run as diverged
-    num_threads: int | None = None  # torch threads; None = torch's default (all cores)
+    # torch threads. Matrix products split over threads round differently, so 1 gives the same bits
+    # whatever the launcher or core count; None: the launcher's share of the cores, else torch's default
+    num_threads: int | None = 1
     progress: bool = True
     checkpoint_every: int = 5000  # steps between checkpoints; 0: only on Ctrl-C/SIGTERM
     resume: bool = True  # a run folder holding a checkpoint continues from it; a finished run is skipped

@@ -27,10 +27,10 @@ class Evaluator:
         was_training = model.training
         model.eval()  # Algorithm 2: BN uses its running statistics, never the test batch's
         act_inputs: list[Tensor] = []
-        logits = model(self.x, act_inputs)
+        logits = model(self.x, act_inputs, self.unit)  # act_inputs: one (N,) per hidden layer
         model.train(was_training)
 
-        tracked = torch.stack([z[:, self.unit] for z in act_inputs], dim=1)  # (N, layers)
+        tracked = torch.stack(act_inputs, dim=1)  # (N, layers)
         quantiles = torch.quantile(tracked.float(), self.q, dim=0).T.tolist()  # (layers, P)
         metrics = {
             "test_acc": (logits.argmax(dim=1) == self.y).float().mean().item(),

@@ -33,7 +33,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def default_threads(hydra_cfg: DictConfig) -> int | None:
-    """Threads per job so that parallel jobs never oversubscribe the cores.
+    """Threads per job when train.num_threads is null, so that parallel jobs never oversubscribe the cores.
 
     Small models gain more from parallel single-thread processes than from threads,
     so a parallel launcher's job gets its share of the cores; a lone run keeps torch's default.

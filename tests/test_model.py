@@ -30,6 +30,16 @@ def test_bn_before_drops_the_bias_and_feeds_the_activation() -> None:
     torch.testing.assert_close(acts[0], expected)
 
 
+def test_tracking_one_unit_gives_that_column_exactly() -> None:
+    model = MLP(bn="before").eval()
+    x = torch.rand(7, 784)
+    every, one = [], []
+    model(x, every)
+    model(x, one, unit=3)
+    assert [a.shape for a in one] == [(7,)] * 3
+    assert all(torch.equal(a[:, 3], b) for a, b in zip(every, one, strict=True))
+
+
 def test_bn_after_normalizes_the_activation_output() -> None:
     model = MLP(bn="after", activation="relu").eval()
     assert all(h.linear.bias is not None for h in model.hidden)

@@ -57,11 +57,13 @@ class MLP(nn.Module):
         """The BN layer of each hidden layer that has one, by layer name."""
         return {n: h.norm for n, h in zip(self.layer_names, self.hidden) if h.norm is not None}
 
-    def forward(self, x: Tensor, act_inputs: list[Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, act_inputs: list[Tensor] | None = None, unit: int | None = None) -> Tensor:
         """x: (B, 784) -> logits (B, 10).
 
-        If `act_inputs` is a list, the input of every hidden activation, (B, width), is appended
-        to it in layer order: that is what Figure 1(b, c) tracks (with BN before, the BN output).
+        If `act_inputs` is a list, the input of every hidden activation is appended to it in layer
+        order: (B, width), or (B,) for one `unit`. That is what Figure 1(b, c) tracks (with BN before,
+        the BN output). One unit is copied out so the (B, width) tensor dies at once: holding three
+        (10000, 100) tensors through an evaluation costs more fresh memory than the percentiles cost.
         """
         # Plain loop with functional activations: on CPU at batch 60 every extra module call
         # costs about as much as the arithmetic, so the hot path stays this flat.
@@ -70,7 +72,7 @@ class MLP(nn.Module):
             if self.bn_before:
                 z = layer.norm(z)
             if act_inputs is not None:
-                act_inputs.append(z)
+                act_inputs.append(z if unit is None else z[:, unit].clone())
             x = self.act(z)
             if layer.norm is not None and not self.bn_before:
                 x = layer.norm(x)
