@@ -18,7 +18,7 @@ from PIL import Image
 
 from bnrepro.config import OptimConfig
 from bnrepro.report import draw
-from bnrepro.report.claims import distribution_stable
+from bnrepro.report.claims import distribution_stable, x30_ends_highest
 from bnrepro.report.cli import main
 from bnrepro.report.load import load_runs
 from bnrepro.report.slices import choose_base_lr
@@ -216,3 +216,9 @@ def test_base_lr_prefers_the_flag_then_the_default_config_then_the_most_common()
 def test_stable_means_a_clear_difference_not_any(bn_median: float, bn_spread: float, expected: str) -> None:
     claim = distribution_stable("h3", Drift(median=1.0, spread=2.0), Drift(median=bn_median, spread=bn_spread))
     assert claim.verdict == expected
+
+
+@pytest.mark.parametrize("x30, noise, expected", [
+    (0.9780, 0.0010, "reproduced"), (0.9772, 0.0015, "partly reproduced"), (0.9760, 0.0015, "not reproduced")])
+def test_x30_beats_x5_only_by_more_than_the_seed_spread(x30: float, noise: float, expected: str) -> None:
+    assert x30_ends_highest(x30, 0.9770, noise).verdict == expected
