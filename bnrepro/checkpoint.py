@@ -41,9 +41,8 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: LoopState,
-                    rows: list[dict[str, float]], digest: str) -> None:
+                    rows: list[dict[str, float]]) -> None:
     payload = {
-        "config_hash": digest,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "loop": dataclasses.asdict(state),
@@ -66,34 +65,26 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module,
     return LoopState(**payload["loop"]), payload["rows"]
 
 
-def checkpoint_hash(run_dir: Path) -> str | None:
-    path = run_dir / CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)["config_hash"]
-
-
 def prior_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The summary of the run this folder already holds, when this config may continue or skip it.
 
     None for a folder that holds no run. A folder holding another config's run is refused (its files
     stay as they were), as is any run when train.resume is false: nothing already written is lost.
+    A run writes its summary, with the config's digest, before anything else, checkpoints included.
     """
     summary = read_summary(run_dir)
-    saved = checkpoint_hash(run_dir)
-    if summary is None and saved is None:
+    if summary is None:
         first = run_dir / FIRST_HYDRA_DIR
         shutil.rmtree(first, ignore_errors=True)
         shutil.copytree(run_dir / ".hydra", first)
         return None
-    held = (summary or {}).get("config_hash") or saved
-    if not cfg.train.resume or held != config_hash(cfg):
+    if not cfg.train.resume or summary.get("config_hash") != config_hash(cfg):
         _restore_first_hydra_files(run_dir)
         why = ("train.resume=false" if cfg.train.resume is False
                else "it holds a run of another config")
         raise ConfigError("run folder", str(run_dir), f"a folder holding no run, or this config's own run to "
                           f"continue ({why}); choose another hydra.run.dir / hydra.sweep.dir")
-    return summary or {"status": "interrupted"}
+    return summary
 
 
 def _restore_first_hydra_files(run_dir: Path) -> None:

@@ -73,9 +73,9 @@ def train_loop(model: MLP, optimizer: torch.optim.Optimizer, train_x: Tensor, tr
 
     def end(status: str, diverged_step: int | None = None) -> LoopResult:
         bar.close()
-        state.train_time_s = time_before + time.perf_counter() - segment_start
         if status == "interrupted" and on_checkpoint is not None:
             checkpoint()
+        state.train_time_s = time_before + time.perf_counter() - segment_start
         return LoopResult(status, state.step, diverged_step, state.train_time_s, state.eval_time_s)
 
     def checkpoint() -> None:

@@ -66,9 +66,8 @@ def run(cfg: DictConfig, run_dir: Path, device: torch.device, hydra_cfg: DictCon
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    digest = config_hash(cfg)
     summary: dict[str, Any] = {"status": "running", "steps_done": 0, "device": str(device),
-                               "torch_threads": torch.get_num_threads(), "config_hash": digest,
+                               "torch_threads": torch.get_num_threads(), "config_hash": config_hash(cfg),
                                "wandb_id": (prior or {}).get("wandb_id") or secrets.token_hex(4),
                                "versions": package_versions(), "git_commit": git_commit()}
     write_summary(run_dir, summary)
@@ -102,7 +101,7 @@ def run(cfg: DictConfig, run_dir: Path, device: torch.device, hydra_cfg: DictCon
                 steps=cfg.train.steps, batch_size=cfg.train.batch_size, eval_every=cfg.train.eval_every,
                 max_loss=cfg.train.max_loss, seed=cfg.seed, progress=cfg.train.progress, stop=stop,
                 checkpoint_every=cfg.train.checkpoint_every,
-                on_checkpoint=lambda s: save_checkpoint(run_dir, model, optimizer, s, rows, digest))
+                on_checkpoint=lambda s: save_checkpoint(run_dir, model, optimizer, s, rows))
     except Exception as e:
         summary.update(status="failed", error=f"{type(e).__name__}: {e}",
                        wall_time_s=time.perf_counter() - started, **_accuracy_summary(rows, final=False))
