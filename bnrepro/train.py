@@ -11,6 +11,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,20 +21,23 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bnrepro.config import ConfigError, register_configs, validate
 
+if TYPE_CHECKING:
+    from bnrepro.run import Job
+
 register_configs()
 # conf/ sits beside the package in the checkout (installed editable): an absolute path,
 # because Hydra reads a relative one as a Python package when the entry point is a module
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def prepare(cfg: DictConfig) -> Job:
+    """The job HydraConfig describes, checked before anything runs: a config mistake exits 2 with one line."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         validate(cfg)
-        from bnrepro.checkpoint import FINISHED, prior_run
-        from bnrepro.run import resolve_device, run
+        from bnrepro.checkpoint import prior_run
+        from bnrepro.run import Job, default_threads, resolve_device, wandb_group
         from bnrepro.wandb_run import resolve_mode
 
         device = resolve_device(cfg.device)
@@ -43,17 +47,34 @@ def main(cfg: DictConfig) -> float | None:
         # one line and a non-zero exit; no traceback for a config mistake
         print(f"bnrepro-train: {e}", file=sys.stderr)
         sys.exit(2)
-    if prior is not None and prior["status"] in FINISHED:
-        print(f"skipped: {run_dir} already holds this run, {prior['status']}")
-        return prior["final_test_acc"]
-    summary = run(cfg, run_dir, device, hydra_cfg, wandb_mode, prior)
+    return Job(cfg=cfg, run_dir=run_dir, device=device, wandb_mode=wandb_mode,
+               wandb_group=wandb_group(cfg, hydra_cfg), threads=cfg.train.num_threads or default_threads(hydra_cfg),
+               prior=prior)
+
+
+def report(job: Job, summary: dict[str, Any] | None) -> float | None:
+    """The job's one-line outcome (summary None: skipped, the folder's run had finished); an interrupted run
+    exits 128 + the signal's number, as a process killed by it would."""
+    if summary is None:
+        print(f"skipped: {job.run_dir} already holds this run, {job.prior['status']}")
+        return job.prior["final_test_acc"]
     if summary["status"] == "interrupted":
         print(f"interrupted by {summary['signal']} at step {summary['steps_done']}; the same command with "
-              f"hydra.run.dir={run_dir} (or, in a sweep, hydra.sweep.dir=) continues it", file=sys.stderr)
+              f"hydra.run.dir={job.run_dir} (or, in a sweep, hydra.sweep.dir=) continues it", file=sys.stderr)
         sys.exit(128 + signal.Signals[summary["signal"]].value)
     print(f"{summary['status']}: final test accuracy {summary['final_test_acc']}, "
-          f"best {summary['best_test_acc']} at step {summary['best_step']} ({run_dir})")
+          f"best {summary['best_test_acc']} at step {summary['best_step']} ({job.run_dir})")
     return summary["final_test_acc"]
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    job = prepare(cfg)
+    if job.finished:
+        return report(job, None)
+    from bnrepro.run import run
+
+    return report(job, run(job))
 
 
 def one_line(error: BaseException) -> str:

@@ -1,0 +1,82 @@
+"""Train a sweep's prepared jobs: compatible ones stacked in groups, the groups spread over worker processes.
+
+Workers run in their own process group, so a terminal's Ctrl-C reaches them once, through this process, which
+forwards SIGINT and SIGTERM: every group checkpoints and records `interrupted`, as single runs do.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from bnrepro.run import Job
+from bnrepro.runlog import read_summary
+from bnrepro.vectorized.group import plan, train_group
+
+log = logging.getLogger(__name__)
+
+
+def train_jobs(jobs: Sequence[Job], n_jobs: int, max_models: int) -> list[dict[str, Any] | None]:
+    """Each job's final summary (None: skipped, its folder's run had finished), in the order given."""
+    pending = [job for job in jobs if not job.finished]
+    n_workers = n_jobs if n_jobs > 0 else os.cpu_count() or 1
+    groups = plan(pending, max_models, n_workers) if pending else []
+    log.info("training %d jobs as %d groups of %s models in %d processes", len(pending), len(groups),
+             [len(g) for g in groups], min(n_workers, len(groups)))
+    if n_workers == 1 or len(groups) <= 1:
+        _train_all(groups)
+    else:
+        _in_workers(groups, n_workers)
+    return [None if job.finished else read_summary(job.run_dir) for job in jobs]
+
+
+def _in_workers(groups: list[list[Job]], n_workers: int) -> None:
+    """Spread the groups over n_workers spawned processes, largest first onto the least loaded."""
+    shares: list[list[list[Job]]] = [[] for _ in range(min(n_workers, len(groups)))]
+    load = [0] * len(shares)
+    for group in sorted(groups, key=lambda g: -len(g) * g[0].cfg.train.steps):
+        i = load.index(min(load))
+        shares[i].append(group)
+        load[i] += len(group) * group[0].cfg.train.steps
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch and W&B threads
+    workers = [context.Process(target=_worker, args=(share,)) for share in shares]
+    for w in workers:
+        w.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for w in workers:
+            if w.is_alive():
+                os.kill(w.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for w in workers:
+            w.join()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    failed = [w.exitcode for w in workers if w.exitcode not in (0, None)]
+    if failed:
+        log.warning("%d worker(s) ended with exit codes %s; their jobs' summary.json say how", len(failed), failed)
+
+
+def _worker(groups: list[list[Job]]) -> None:
+    os.setpgrp()  # signals come from the launcher only, once each (see the module docstring)
+    if not _train_all(groups):
+        raise SystemExit(1)
+
+
+def _train_all(groups: list[list[Job]]) -> bool:
+    """Train the groups one after another; a group that fails (its summaries say why) does not stop the rest."""
+    ok = True
+    for group in groups:
+        try:
+            train_group(group)
+        except Exception:
+            log.exception("a group of %d jobs failed; their summary.json record the error", len(group))
+            ok = False
+    return ok

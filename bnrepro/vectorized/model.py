@@ -1,0 +1,170 @@
+"""K models of one MLP architecture trained as one: every tensor gains a leading model dim K.
+
+Each model keeps its own weights, BN statistics, batches and learning rate; every operation runs on all
+K at once (torch.bmm over the model dim), so a step costs one model's per-op overhead plus K models'
+arithmetic. On this CPU a bmm slice is bit-for-bit the product F.linear computes, so a stacked model
+reproduces the numbers of the same model trained alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from bnrepro.models import MLP
+try:  # TEMP until batch_norm_stacked lands
+    from bnrepro.nn import batch_norm_stacked
+except ImportError:
+    batch_norm_stacked = None
+
+# ATen's elementwise loops compute a tensor's last (numel % 2 vector widths) values with scalar code, whose
+# exp differs from the vector one in the last bit now and then. A model alone gets its slice's tail from
+# scalar code; stacked, the same values would sit mid-tensor. An output whose model stride is padded
+# keeps the K slices from merging into one loop, so each slice runs exactly the loop it runs alone.
+_PAD = 16
+# activations with a transcendental forward and their autograd backward (relu is exact either way)
+_EXACT = {torch.sigmoid: torch.ops.aten.sigmoid_backward, torch.tanh: torch.ops.aten.tanh_backward}
+
+
+class _PerModelActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, act) -> Tensor:  # z: (K, ...) -> act(z), each slice as if alone
+        z = z if z[0].is_contiguous() else z.contiguous()
+        k, n = z.shape[0], z[0].numel()
+        y = z.new_empty(k, n + _PAD)[:, :n].view(z.shape)
+        act(z, out=y)
+        ctx.save_for_backward(y)
+        ctx.backward_fn = _EXACT[act]
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return ctx.backward_fn(dy, y), None
+
+
+class StackedMLP:
+    """Built from K MLPs of one architecture (their initial or checkpointed state); `export` writes model k back.
+
+    Parameters are leaf tensors stacked from the MLPs' state_dicts: weights (K, out, in), biases, gammas and
+    betas (K, 1, out), BN running statistics (K, 1, width), so that they broadcast over a (K, B, width) batch.
+    """
+
+    def __init__(self, models: Sequence[MLP]) -> None:
+        template = models[0]
+        self.k = len(models)
+        self.act, self.bn_before = template.act, template.bn_before
+        self.layer_names = template.layer_names
+        states = [m.state_dict() for m in models]
+        self.shapes = {name: t.shape for name, t in states[0].items()}
+        counts = {int(s[name]) for s in states for name in s if name.endswith("num_batches_tracked")}
+        if len(counts) > 1:
+            raise ValueError(f"stacked models must have seen the same number of batches, got {sorted(counts)}")
+        self.num_batches = torch.tensor(counts.pop() if counts else 0)  # shared: the K models step together
+        self.tensors: dict[str, Tensor] = {}
+        for name, shape in self.shapes.items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            stacked = torch.stack([s[name] for s in states])
+            if len(shape) == 1:  # (K, width) -> (K, 1, width): broadcasts over the batch dim
+                stacked = stacked.unsqueeze(1)
+            self.tensors[name] = stacked.requires_grad_(not name.endswith(("running_mean", "running_var")))
+        self.params = [t for t in self.tensors.values() if t.requires_grad]
+        self.momentum, self.eps = _bn_settings(template)
+        self.training = True
+
+    def parameters(self) -> list[Tensor]:
+        return self.params
+
+    def train(self, mode: bool = True) -> StackedMLP:
+        self.training = mode
+        return self
+
+    def eval(self) -> StackedMLP:
+        return self.train(False)
+
+    def _get(self, name: str) -> Tensor | None:
+        return self.tensors.get(name)
+
+    def _norm(self, i: int, x: Tensor) -> Tensor:
+        p = f"hidden.{i}.norm."
+        return batch_norm_stacked(x, self._get(p + "weight"), self._get(p + "bias"), self._get(p + "running_mean"),
+                                  self._get(p + "running_var"), training=self.training, momentum=self.momentum,
+                                  num_batches_tracked=self.num_batches, eps=self.eps)
+
+    def has_norm(self, i: int) -> bool:
+        return f"hidden.{i}.norm.running_mean" in self.tensors or f"hidden.{i}.norm.weight" in self.tensors
+
+    def forward(self, x: Tensor, act_inputs: list[Tensor] | None = None, unit: int | None = None) -> Tensor:
+        """x: (K, B, in), each model its own batch, or (B, in) shared by all (the test set) -> logits (K, B, 10).
+
+        act_inputs as MLP.forward: each hidden layer's activation input, (K, B, width) or (K, B) for one unit.
+        """
+        for i in range(len(self.layer_names)):
+            weight, bias = self.tensors[f"hidden.{i}.linear.weight"], self._get(f"hidden.{i}.linear.bias")
+            z = _linear(x, weight, bias)
+            if self.bn_before:
+                z = self._norm(i, z)
+            if act_inputs is not None:
+                act_inputs.append(z if unit is None else z[:, :, unit].clone())
+            x = _PerModelActivation.apply(z, self.act) if self.act in _EXACT else self.act(z)
+            if self.has_norm(i) and not self.bn_before:
+                x = self._norm(i, x)
+        return _linear(x, self.tensors["out.weight"], self.tensors["out.bias"])
+
+    __call__ = forward
+
+    def export(self, k: int, model: MLP) -> MLP:
+        """Model k's state into `model` (an MLP of this architecture), e.g. to checkpoint it as a single run."""
+        with torch.no_grad():
+            state = {name: (self.num_batches.clone() if name.endswith("num_batches_tracked")
+                            else self.tensors[name][k].reshape(shape))
+                     for name, shape in self.shapes.items()}
+        model.load_state_dict(state)
+        return model
+
+
+class _StackedLinear(torch.autograd.Function):
+    """x (K, B, in) @ weight (K, out, in)^T + bias (K, 1, out) -> (K, B, out), with F.linear's gradients.
+
+    baddbmm and bmm give each slice the bits F.linear gives that model alone. Autograd's bmm backward would
+    form the weight gradient as (x^T g)^T; F.linear's forms g^T x (its weight is a transposed operand),
+    which rounds differently, so the backward is written out in F.linear's orientation.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        wt = weight.transpose(1, 2)  # (K, in, out)
+        return torch.bmm(x, wt) if bias is None else torch.baddbmm(bias, x, wt)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        dx = torch.bmm(g, weight) if need_x else None
+        dw = torch.bmm(g.transpose(1, 2), x) if need_w else None
+        db = g.sum(1, keepdim=True) if need_b and ctx.has_bias else None
+        return dx, dw, db
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x (K, B, in), or (B, in) shared by all models (the test set), weight (K, out, in) -> (K, B, out).
+
+    A shared x is one (B, in) @ (in, K*out) product, whose column blocks are again F.linear's bits; it runs
+    only under no_grad (evaluation).
+    """
+    if x.dim() == 3:
+        return _StackedLinear.apply(x, weight, bias)
+    k, out, fan_in = weight.shape
+    flat = torch.nn.functional.linear(x, weight.reshape(k * out, fan_in),
+                                      None if bias is None else bias.reshape(k * out))
+    return flat.view(x.shape[0], k, out).transpose(0, 1)  # (K, B, out), a view
+
+
+def _bn_settings(model: MLP) -> tuple[float | None, float]:
+    norms = list(model.norms().values())
+    return (norms[0].momentum, norms[0].eps) if norms else (None, 0.0)

@@ -1,0 +1,120 @@
+"""Vectorized sweeps: K stacked models against the same models trained alone, bit for bit, and the launcher
+as a user runs it (a real Hydra multirun) against the basic launcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from bnrepro.config import register_configs
+from bnrepro.models import MLP
+from bnrepro.run import Job
+from bnrepro.vectorized.group import plan
+from bnrepro.vectorized.loop import StackedSGD
+from bnrepro.vectorized.model import StackedMLP
+
+REPO = Path(__file__).resolve().parent.parent
+LRS = [0.1, 0.5, 3.0]
+
+
+def _models(k: int, **model_cfg) -> list[MLP]:
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(MLP(**model_cfg))
+    return models
+
+
+def _batch(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(k, 60, 784, generator=g) > 0.87).float()  # binary, as the paper's input
+    return x, torch.randint(0, 10, (k, 60), generator=g)
+
+
+@pytest.mark.parametrize("bn", ["none", "before", "after"])
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
+def test_stacked_training_steps_equal_each_model_trained_alone(bn: str, activation: str) -> None:
+    torch.set_num_threads(1)
+    alone = _models(3, bn=bn, activation=activation)
+    stacked = StackedMLP(_models(3, bn=bn, activation=activation))
+    optimizers = [torch.optim.SGD(m.parameters(), lr=lr) for m, lr in zip(alone, LRS)]
+    stacked_sgd = StackedSGD(stacked.params, LRS, momentum=0.0)
+    for step in range(3):
+        x, y = _batch(3, step)
+        logits = stacked(x)
+        losses = [F.cross_entropy(lk, yk) for lk, yk in zip(logits.unbind(0), y.unbind(0))]
+        stacked_sgd.zero_grad()
+        torch.autograd.backward(losses)
+        stacked_sgd.step()
+        for k, (model, opt) in enumerate(zip(alone, optimizers)):
+            loss = F.cross_entropy(model(x[k]), y[k])
+            assert torch.equal(loss, losses[k])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    test_x = _batch(1, 99)[0][0].repeat(40, 1)  # (2400, 784): several vector widths and a tail
+    stacked.eval()
+    acts: list[torch.Tensor] = []
+    with torch.no_grad():
+        logits = stacked(test_x, acts, unit=2)
+        for k, model in enumerate(alone):
+            assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                         stacked.export(k, MLP(bn=bn, activation=activation))
+                                                         .state_dict().values()))
+            model_acts: list[torch.Tensor] = []
+            assert torch.equal(model.eval()(test_x, model_acts, unit=2), logits[k])
+            assert all(torch.equal(a, b[k]) for a, b in zip(model_acts, acts))
+
+
+def _job(tmp_path: Path, *overrides: str) -> Job:
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    run_dir = tmp_path / "_".join(overrides)
+    return Job(cfg=cfg, run_dir=run_dir, device=torch.device("cpu"), wandb_mode="disabled", wandb_group=None,
+               threads=1, prior=None)
+
+
+def test_plan_stacks_only_jobs_that_differ_in_per_model_settings(tmp_path: Path) -> None:
+    seeds = [_job(tmp_path, f"seed={s}", f"optim.lr={lr}") for s in range(3) for lr in (0.1, 0.5)]
+    other_arch = [_job(tmp_path, "model.bn=before", f"seed={s}") for s in range(2)]
+    torch_bn = [_job(tmp_path, "model.bn=before", "model.bn_impl=torch", f"seed={s}") for s in range(2)]
+    longer = [_job(tmp_path, "train.steps=100")]
+    groups = plan(seeds + other_arch + torch_bn + longer, max_models=64, n_workers=1)
+    members = sorted(sorted(id(j) for j in g) for g in groups)
+    expected = [seeds, other_arch, *[[j] for j in torch_bn], longer]
+    assert members == sorted(sorted(id(j) for j in g) for g in expected)
+    # a cap on the group size, and halving so that every worker gets a group
+    assert sorted(len(g) for g in plan(seeds, max_models=4, n_workers=1)) == [2, 4]
+    assert sorted(len(g) for g in plan(seeds, max_models=64, n_workers=2)) == [3, 3]
+    assert sorted(len(g) for g in plan(seeds, max_models=64, n_workers=4)) == [1, 1, 2, 2]
+
+
+def _summaries(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+
+
+def test_vectorized_sweep_writes_the_runs_of_the_basic_launcher_bit_for_bit(cli, tmp_path: Path) -> None:
+    # 5,000 steps (the issue's bar), BN and no BN, a diverging rate beside a training one in the same stack
+    sweep = ("-m", "model.bn=none,before", "optim.lr=0.1,1e6", "seed=0", "train.steps=5000",
+             "train.eval_every=500", "train.progress=false")
+    basic, vectorized = tmp_path / "basic", tmp_path / "vectorized"
+    cli(*sweep, "wandb.mode=disabled", f"hydra.sweep.dir={basic}", timeout=600)
+    cli(*sweep, "hydra/launcher=vectorized", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={vectorized}",
+        timeout=600)
+    expected, got = _summaries(basic), _summaries(vectorized)
+    assert sorted(got) == sorted(expected) and len(got) == 4
+    for name, summary in got.items():
+        assert summary["vectorized"] == {"models": 2}
+        for key in ("status", "steps_done", "diverged_step", "final_test_acc", "best_test_acc", "best_step"):
+            assert summary[key] == expected[name][key], (name, key)
+        assert (vectorized / name / "metrics.csv").read_bytes() == (basic / name / "metrics.csv").read_bytes()
+        assert len(list((vectorized / name / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+        assert (vectorized / name / ".hydra" / "config.yaml").exists()
+    statuses = {s["status"] for s in got.values()}
+    assert statuses == {"completed", "diverged"}
