@@ -56,7 +56,7 @@ class WandbRun:
         # mode is always explicit (see resolve_mode); a resumed run continues the same W&B run id
         self._guard("init", lambda: self._init(mode=mode, project=project, entity=entity, group=group,
                     job_type=job_type, tags=tags, name=name, config=config, dir=str(run_dir), id=run_id,
-                    resume="allow" if resume else None, reinit="finish_previous",
+                    resume="allow" if resume else None, reinit="create_new",
                     # the training loop owns this CPU: no stdout capture, no system-stats sampler
                     settings=wandb.Settings(console="off", x_disable_stats=True, x_disable_machine_info=True,
                                             silent=True)))
