@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,10 @@ class Job:
                          **extra)
 
 
-def run(job: Job) -> dict[str, Any]:
-    """Train one model, or go on from the folder's checkpoint; all it measured lands in its folder and W&B."""
+def run(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
+    """Train one model, or go on from the folder's checkpoint; all it measured lands in its folder and W&B.
+
+    Ctrl-C/SIGTERM end it through `stop` (one of its own when None) with a checkpoint."""
     cfg = job.cfg
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -90,7 +93,7 @@ def run(job: Job) -> dict[str, Any]:
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
         state = record.resume(model, optimizer)
         evaluator = Evaluator(data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles))
-        with StopRequest() as stop:
+        with nullcontext(stop) if stop else StopRequest() as stop:  # a caller's stays installed
             result = train_loop(
                 model, optimizer, data.train_x, data.train_y, evaluator, record.on_eval, state=state,
                 steps=cfg.train.steps, batch_size=cfg.train.batch_size, eval_every=cfg.train.eval_every,

@@ -96,6 +96,23 @@ def measure_run(bn: str, steps: int, tmp: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+def measure_sweep(launcher: list[str], seeds: int, steps: int, tmp: Path) -> float:
+    """Wall seconds of a whole `bnrepro-train -m` sweep (no BN and BN x `seeds` seeds), as a user runs it."""
+    sweep = tmp / f"sweep-{time.monotonic_ns()}"
+    start = time.perf_counter()
+    child([sys.executable, "-m", "bnrepro.train", "-m", "model.bn=none,before",
+           "seed=" + ",".join(map(str, range(seeds))), f"train.steps={steps}", "train.progress=false",
+           "wandb.mode=offline", f"hydra.sweep.dir={sweep}", *launcher])
+    return time.perf_counter() - start
+
+
+SWEEP_LAUNCHERS = {  # name -> overrides; "basic" is Hydra's default, one job after another
+    "basic": [], "joblib": ["hydra/launcher=joblib"],
+    "vectorized_1proc": ["hydra/launcher=vectorized", "hydra.launcher.n_jobs=1"],
+    "vectorized": ["hydra/launcher=vectorized"],
+}
+
+
 def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
     """Median seconds of each function, run in turns so drift hits all of them alike."""
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -152,6 +169,11 @@ def machine() -> dict[str, str]:
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else "none"}
 
 
+SWEEP_LABELS = {"joblib": "`hydra/launcher=joblib` (one process per core)",
+                "vectorized_1proc": "`hydra/launcher=vectorized hydra.launcher.n_jobs=1` (stacked, one process)",
+                "vectorized": "`hydra/launcher=vectorized` (stacked, one process per core)"}
+
+
 def markdown(res: dict, command: str) -> str:
     ok = {k: res[k] <= t for k, t in TARGETS.items()}
     mark = {True: "met", False: "**missed**"}
@@ -177,6 +199,10 @@ def markdown(res: dict, command: str) -> str:
         f"| MNIST load from its cache | {res['mnist_load_s']:.2f} s | < {TARGETS['mnist_load_s']} s "
         f"| {mark[ok['mnist_load_s']]} |",
         f"| peak memory, bnrepro-train / bare loop | {res['rss_run_mib']:.0f} / {res['rss_bare_mib']:.0f} MiB | | |",
+        *[f"| sweep of {res['sweep_jobs']} jobs x {res['sweep_steps']} steps (no BN and BN), {label}, "
+          f"speed-up over the basic launcher | {res['sweep_speedup_' + name]:.2f}x "
+          f"({res['sweep_s_basic']:.0f} s -> {res['sweep_s_' + name]:.0f} s) | | |"
+          for name, label in SWEEP_LABELS.items()],
     ]
     return "\n".join([
         "# bnrepro benchmark", "",
@@ -194,6 +220,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sweep-seeds", type=int, default=8, help="seeds per configuration in the sweep measure")
+    parser.add_argument("--sweep-steps", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
     parser.add_argument("--bare", choices=["none", "before"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
@@ -241,6 +269,11 @@ def main() -> None:
                         "rss_bare_mib": rss_bare, "bare_steps_per_s": args.steps / statistics.median(bare),
                         "run_steps_per_s": args.steps / statistics.median(run),
                         "run_vs_bare_process": statistics.median(process)}
+        sweep = interleaved({name: (lambda o=overrides: measure_sweep(o, args.sweep_seeds, args.sweep_steps, Path(tmp)))
+                             for name, overrides in SWEEP_LAUNCHERS.items()}, max(1, args.repeats // 2))
+        res |= {"sweep_jobs": 2 * args.sweep_seeds, "sweep_steps": args.sweep_steps,
+                **{f"sweep_s_{name}": t for name, t in sweep.items()},
+                **{f"sweep_speedup_{name}": sweep["basic"] / t for name, t in sweep.items() if name != "basic"}}
     res["bench_seconds"] = time.perf_counter() - start
     command = "python scripts/bench.py " + " ".join(sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from itertools import groupby
 from typing import Any
 
@@ -64,10 +65,12 @@ def plan(jobs: Sequence[Job], max_models: int, n_workers: int) -> list[list[Job]
     return sorted(groups, key=lambda g: order[id(g[0])])
 
 
-def train_group(jobs: Sequence[Job]) -> list[dict[str, Any]]:
-    """Train the group's jobs (compatible by group_key) as one stacked model; their final summaries."""
+def train_group(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str, Any]]:
+    """Train the group's jobs (compatible by group_key) as one stacked model; their final summaries.
+
+    Ctrl-C/SIGTERM end it through `stop` (one of its own when None): every model checkpoints."""
     if len(jobs) == 1:
-        return [run(jobs[0])]
+        return [run(jobs[0], stop)]
     first = jobs[0]
     if first.threads:
         torch.set_num_threads(first.threads)
@@ -86,7 +89,7 @@ def train_group(jobs: Sequence[Job]) -> list[dict[str, Any]]:
                           threshold=cfg.data.threshold)
         evaluator = StackedEvaluator(data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles))
         results: list[Any] = [None] * len(jobs)
-        with StopRequest() as stop:
+        with nullcontext(stop) if stop else StopRequest() as stop:  # a caller's stays installed
             # models resumed from checkpoints of different steps stack in separate parts
             by_step = sorted(range(len(jobs)), key=lambda i: states[i].step if states[i] else -1)
             for _, part in groupby(by_step, key=lambda i: states[i].step if states[i] else -1):

@@ -1,7 +1,8 @@
 """Train a sweep's prepared jobs: compatible ones stacked in groups, the groups spread over worker processes.
 
 Workers run in their own process group, so a terminal's Ctrl-C reaches them once, through this process, which
-forwards SIGINT and SIGTERM: every group checkpoints and records `interrupted`, as single runs do.
+forwards SIGINT and SIGTERM: every group checkpoints and records `interrupted`, as single runs do. A signal
+that comes while a worker is still starting waits in shared memory until its handlers are in place.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from bnrepro.interrupt import SIGNALS, StopRequest
 from bnrepro.run import Job
 from bnrepro.runlog import read_summary
 from bnrepro.vectorized.group import plan, train_group
@@ -43,16 +45,21 @@ def _in_workers(groups: list[list[Job]], n_workers: int) -> None:
         shares[i].append(group)
         load[i] += len(group) * group[0].cfg.train.steps
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch and W&B threads
-    workers = [context.Process(target=_worker, args=(share,)) for share in shares]
+    pending = context.Value("i", 0)  # the first signal received, for workers not yet listening
+    workers = [context.Process(target=_worker, args=(share, pending)) for share in shares]
+    # workers inherit "ignore" until their own handlers are in place, so a signal cannot kill one mid-start
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in SIGNALS}
     for w in workers:
         w.start()
 
     def forward(signum: int, frame: object) -> None:
+        pending.value = pending.value or signum
         for w in workers:
             if w.is_alive():
                 os.kill(w.pid, signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in SIGNALS:
+        signal.signal(s, forward)
     try:
         for w in workers:
             w.join()
@@ -64,18 +71,20 @@ def _in_workers(groups: list[list[Job]], n_workers: int) -> None:
         log.warning("%d worker(s) ended with exit codes %s; their jobs' summary.json say how", len(failed), failed)
 
 
-def _worker(groups: list[list[Job]]) -> None:
+def _worker(groups: list[list[Job]], pending: Any) -> None:
     os.setpgrp()  # signals come from the launcher only, once each (see the module docstring)
-    if not _train_all(groups):
-        raise SystemExit(1)
+    with StopRequest() as stop:
+        stop.signum = pending.value or None
+        if not _train_all(groups, stop):
+            raise SystemExit(1)
 
 
-def _train_all(groups: list[list[Job]]) -> bool:
+def _train_all(groups: list[list[Job]], stop: StopRequest | None = None) -> bool:
     """Train the groups one after another; a group that fails (its summaries say why) does not stop the rest."""
     ok = True
     for group in groups:
         try:
-            train_group(group)
+            train_group(group, stop)
         except Exception:
             log.exception("a group of %d jobs failed; their summary.json record the error", len(group))
             ok = False

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from bnrepro.models import MLP
+
 try:  # TEMP until batch_norm_stacked lands
     from bnrepro.nn import batch_norm_stacked
 except ImportError:

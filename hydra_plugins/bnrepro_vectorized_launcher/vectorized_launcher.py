@@ -51,8 +51,9 @@ class VectorizedLauncher(Launcher):
         outcomes = train_jobs(jobs, n_jobs=self.n_jobs, max_models=self.max_models)
         for ret, job, summary in zip(returns, jobs, outcomes):
             # as the basic launcher records a job: its final accuracy, or its error (an interrupt exits here)
-            if summary is not None and summary["status"] == "failed":
-                ret.return_value, ret.status = RuntimeError(summary["error"]), JobStatus.FAILED
+            if summary is not None and summary["status"] not in ("completed", "diverged", "interrupted"):
+                error = summary.get("error", "its worker process ended before the run did")
+                ret.return_value, ret.status = RuntimeError(f"{job.run_dir}: {error}"), JobStatus.FAILED
             else:
                 ret.return_value = report(job, summary)
         return returns
