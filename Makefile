@@ -3,7 +3,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Figure 1: 2 configurations x 3 seeds, 50k steps each, parallel on this machine's cores
+# Figure 1: 2 configurations x 3 seeds, 50k steps each, as stacked models (one stack per core)
 FIG1_SWEEP ?= multirun/fig1
 
 .PHONY: install test lint reproduce smoke clean
@@ -25,11 +25,11 @@ lint: install
 	$(BIN)/ruff check .
 
 reproduce: install
-	$(BIN)/bnrepro-train -m experiment=fig1 hydra/launcher=joblib hydra.sweep.dir=$(FIG1_SWEEP) train.progress=false
+	$(BIN)/bnrepro-train -m experiment=fig1 hydra/launcher=vectorized hydra.sweep.dir=$(FIG1_SWEEP) train.progress=false
 	$(BIN)/bnrepro-report $(FIG1_SWEEP) --out reports/fig1
 
 smoke: install
-	$(BIN)/bnrepro-train -m experiment=smoke hydra/launcher=joblib
+	$(BIN)/bnrepro-train -m experiment=smoke hydra/launcher=vectorized
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -1,7 +1,8 @@
-"""A run's own folder: metrics.csv and summary.json, written atomically.
+"""A run's own folder: metrics.csv and summary.json, never half-written.
 
-Reports read these files, never W&B, so they must be complete and never half-written:
-every write goes to a temporary file in the same folder and is renamed over the old one.
+Reports read these files, never W&B, so they must be complete and whole: summary.json, and
+metrics.csv when it is first written or cut back, go to a temporary file in the same folder that
+is renamed over the old one; a new metrics row is appended with a single write() of whole lines.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import csv
 import io
 import json
 import math
+import os
 import platform
 import subprocess
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,13 +26,68 @@ SUMMARY_FILE = "summary.json"
 _PACKAGES = ("bnrepro", "torch", "torchvision", "hydra-core", "omegaconf", "wandb", "numpy")
 
 
+@dataclass
+class _Written:
+    """What this process last wrote to one metrics.csv."""
+
+    columns: list[str]
+    count: int  # rows in the file
+    last: dict[str, float]  # the last of them, the very object: the caller's list still ends with it
+    synced: bool  # fsynced since the last append
+
+
+_written: dict[Path, _Written] = {}
+
+
 def write_metrics(run_dir: Path, rows: list[dict[str, float]]) -> None:
-    """One row per evaluation point, `step` first; the columns are the first row's keys."""
+    """Make metrics.csv hold `rows`: one row per evaluation point, `step` first; the columns are the first
+    row's keys.
+
+    Called with all rows at every evaluation point. When the list only grew since this process last wrote
+    the file, the new rows are appended (one write(), so the file always ends with a whole row; no fsync,
+    see sync_metrics); otherwise (a first write, or rows cut back to a checkpoint's) it is rewritten atomically.
+    Rewriting and fsyncing the whole file at every evaluation cost as much as the rest of the tracking.
+    """
+    path = run_dir / METRICS_FILE
+    done = _written.get(path)
+    if done is not None and len(rows) >= done.count and rows[done.count - 1] is done.last:
+        if len(rows) > done.count:
+            _append(path, _csv(done.columns, rows[done.count:], header=False))
+            done.count, done.last, done.synced = len(rows), rows[-1], False
+        return
+    columns = list(rows[0])
+    atomic_write_text(path, _csv(columns, rows, header=True))
+    _written[path] = _Written(columns, len(rows), rows[-1], synced=True)
+
+
+def sync_metrics(run_dir: Path) -> None:
+    """fsync the rows this process appended to run_dir's metrics.csv, and forget them: the run is done with it."""
+    done = _written.pop(run_dir / METRICS_FILE, None)
+    if done is not None and not done.synced:
+        fd = os.open(run_dir / METRICS_FILE, os.O_WRONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _csv(columns: list[str], rows: list[dict[str, float]], header: bool) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), restval="")
-    writer.writeheader()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+    if header:
+        writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(run_dir / METRICS_FILE, buf.getvalue())
+    return buf.getvalue()
+
+
+def _append(path: Path, text: str) -> None:
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        while data:  # a regular file takes it all in one call; a short write (disk full) goes on or raises
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def _json_safe(value: Any) -> Any:
@@ -42,6 +100,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Written last: metrics.csv is synced first, so a summary never claims rows a power cut could lose
+    (a finished run's checkpoint, which holds them too, is deleted after its summary)."""
+    sync_metrics(run_dir)
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(_json_safe(summary), indent=2) + "\n")
 
 

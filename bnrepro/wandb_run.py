@@ -62,6 +62,10 @@ class WandbRun:
                                             silent=True)))
 
     def _init(self, **kwargs: Any) -> None:
+        # W&B 0.31 keys its own usage telemetry to the process-wide settings, not the run's: left online,
+        # an offline run's first log() imports OpenTelemetry (~0.1 s, inside the training loop) and starts
+        # exporter threads that try the network every minute. The run's mode there turns that off offline.
+        wandb.setup(wandb.Settings(mode=kwargs["mode"]))
         self.run = wandb.init(**kwargs)
 
     def _guard(self, what: str, call: Callable[[], object]) -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnrepro.nn import BatchNorm1d, BatchNorm2d
+from bnrepro.nn import BatchNorm1d, BatchNorm2d, batch_norm_stacked
 
 # (ours, torch's, input shape): (N, C), (N, C, L) and (N, C, H, W)
 CASES = [
@@ -245,3 +245,55 @@ def test_scale_invariance_sec_3_3(a):
     torch.testing.assert_close(dua, du1)
     torch.testing.assert_close(dwa, dw1 / a)
     assert dw1.abs().max() > 1e-3  # the gradients compared are not trivially zero
+
+
+
+
+def stacked_models(k, c, affine, momentum):
+    """K BatchNorm1d(c) with random gamma/beta and running statistics, and the same K models stacked as
+    batch_norm_stacked takes them: (K, 1, C) tensors, gamma/beta leaves so their gradients come back (K, 1, C)."""
+    singles = [pair(BatchNorm1d, nn.BatchNorm1d, c, torch.float32, seed=s, affine=affine, momentum=momentum)[0]
+               for s in range(k)]
+    with torch.no_grad():
+        for s in singles:  # distinct running statistics, so eval mode tells the models apart
+            s.running_mean.normal_(), s.running_var.uniform_(0.5, 2.0)
+    stacked = {}
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        if getattr(singles[0], name) is None:
+            stacked[name] = None
+        else:
+            t = torch.stack([getattr(s, name).detach() for s in singles]).unsqueeze(1)
+            stacked[name] = t.requires_grad_(name in ("weight", "bias"))
+    return singles, stacked
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("affine", [True, False])
+def test_stacked_is_bitwise_batchnorm1d_per_model(affine, momentum):
+    """Slice k of batch_norm_stacked is BatchNorm1d on x[k] alone, bit for bit: output, dx, dgamma, dbeta and
+    running statistics over 3 training steps, then in eval mode (running statistics used)."""
+    k, n, c = 3, 60, 7
+    singles, stacked = stacked_models(k, c, affine, momentum)
+    params = ("weight", "bias") if affine else ()
+    num_batches = torch.tensor(0)
+    g = torch.Generator().manual_seed(0)
+    for training in (True, True, True, False):
+        x = (torch.randn(k, n, c, generator=g) * 3 + 2 * torch.randn(c, generator=g)).requires_grad_()
+        dy = torch.randn(k, n, c, generator=g)
+        for name in params:
+            stacked[name].grad = None
+        y = batch_norm_stacked(x, **stacked, training=training, momentum=momentum, num_batches_tracked=num_batches,
+                               eps=1e-5)
+        y.backward(dy)
+        for i, single in enumerate(singles):
+            single.train(training).zero_grad(set_to_none=True)
+            xi = x[i].detach().requires_grad_()
+            yi = single(xi)
+            yi.backward(dy[i])
+            assert torch.equal(y[i], yi) and torch.equal(x.grad[i], xi.grad)
+            for name in ("running_mean", "running_var"):
+                assert torch.equal(stacked[name][i, 0], getattr(single, name)), name
+            for name in params:
+                assert torch.equal(stacked[name].grad[i, 0], getattr(single, name).grad), name
+            assert single.num_batches_tracked.item() == num_batches.item()
+    assert num_batches.item() == 3  # counted once a training call, for all K models

@@ -4,6 +4,8 @@ as a user runs it (a real Hydra multirun) against the basic launcher."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
+from bnrepro.checkpoint import CHECKPOINT_FILE
 from bnrepro.config import register_configs
 from bnrepro.models import MLP
 from bnrepro.run import Job
@@ -36,12 +39,15 @@ def _batch(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 10, (k, 60), generator=g)
 
 
+@pytest.mark.parametrize("bn_momentum", [0.1, None])
 @pytest.mark.parametrize("bn", ["none", "before", "after"])
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
-def test_stacked_training_steps_equal_each_model_trained_alone(bn: str, activation: str) -> None:
+def test_stacked_training_steps_equal_each_model_trained_alone(bn: str, activation: str,
+                                                               bn_momentum: float | None) -> None:
     torch.set_num_threads(1)
-    alone = _models(3, bn=bn, activation=activation)
-    stacked = StackedMLP(_models(3, bn=bn, activation=activation))
+    cfg = {"bn": bn, "activation": activation, "bn_momentum": bn_momentum}
+    alone = _models(3, **cfg)
+    stacked = StackedMLP(_models(3, **cfg))
     optimizers = [torch.optim.SGD(m.parameters(), lr=lr) for m, lr in zip(alone, LRS)]
     stacked_sgd = StackedSGD(stacked.params, LRS, momentum=0.0)
     for step in range(3):
@@ -64,7 +70,7 @@ def test_stacked_training_steps_equal_each_model_trained_alone(bn: str, activati
         logits = stacked(test_x, acts, unit=2)
         for k, model in enumerate(alone):
             assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                         stacked.export(k, MLP(bn=bn, activation=activation))
+                                                         stacked.export(k, MLP(**cfg))
                                                          .state_dict().values()))
             model_acts: list[torch.Tensor] = []
             assert torch.equal(model.eval()(test_x, model_acts, unit=2), logits[k])
@@ -118,3 +124,32 @@ def test_vectorized_sweep_writes_the_runs_of_the_basic_launcher_bit_for_bit(cli,
         assert (vectorized / name / ".hydra" / "config.yaml").exists()
     statuses = {s["status"] for s in got.values()}
     assert statuses == {"completed", "diverged"}
+
+
+def test_sigterm_stops_every_worker_and_the_same_command_finishes_the_sweep(cli, start_cli, tmp_path: Path) -> None:
+    args = ("-m", "model.bn=none,before", "seed=0,1", "train.steps=3000", "train.eval_every=250",
+            "train.checkpoint_every=200", "train.progress=false", "wandb.mode=disabled")
+    basic = tmp_path / "basic"
+    cli(*args, f"hydra.sweep.dir={basic}")
+    sweep = tmp_path / "vectorized"
+    vectorized = (*args, "hydra/launcher=vectorized", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
+    proc = start_cli(*vectorized)  # two worker processes, each a stack of two models
+    deadline = time.monotonic() + 120
+    while len(list(sweep.glob(f"*/{CHECKPOINT_FILE}"))) < 4:
+        assert time.monotonic() < deadline and proc.poll() is None, "the stacks never checkpointed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to the launcher only: it passes the signal on to its workers
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    stopped = _summaries(sweep)
+    assert len(stopped) == 4 and {s["status"] for s in stopped.values()} == {"interrupted"}
+    for name, summary in stopped.items():
+        checkpoint = torch.load(sweep / name / CHECKPOINT_FILE, weights_only=True)
+        assert checkpoint["loop"]["step"] == summary["steps_done"] > 0
+
+    cli(*vectorized)
+    finished = _summaries(sweep)
+    assert {s["status"] for s in finished.values()} == {"completed"}
+    for name, summary in finished.items():
+        assert summary["resumed_from_step"] == stopped[name]["steps_done"]
+        assert (sweep / name / "metrics.csv").read_bytes() == (basic / name / "metrics.csv").read_bytes()

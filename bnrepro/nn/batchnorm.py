@@ -1,7 +1,9 @@
 """Batch Normalization (Ioffe & Szegedy 2015), drop-in replacements for torch.nn.BatchNorm1d/2d.
 
 Forward is Algorithm 1 (training: batch statistics) or Algorithm 2 (inference: running statistics);
-backward is the paper's closed form, written by hand. Both live in one autograd.Function.
+backward is the paper's closed form, written by hand. Both live in one autograd.Function, which also
+serves batch_norm_stacked: K independent BatchNorm1d's over a (K, N, C) stack, slice k bit for bit
+the numbers of BatchNorm1d on x[k] alone (a vectorized sweep gives exactly the single runs' results).
 
 Speed: in the paper's MNIST MLP (batch 60, 100 features, CPU) each torch call costs more than its
 arithmetic, so the code below is about issuing few, cheap ops: no var_mean (its CPU kernel is slow),
@@ -17,17 +19,24 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+# x.dim() -> (reduced dims, keepdim, shape of the per-channel tensors). (N, C): (C,) broadcasts as it
+# is. (N, C, *spatial): (1, C, 1, ..), so x is never reshaped or permuted; parameters, buffers and
+# gradients are viewed to and from (C,).
+_LAYOUTS = {2: (0, False, None), 3: ((0, 2), True, (1, -1, 1)), 4: ((0, 2, 3), True, (1, -1, 1, 1))}
+# (K, N, C), statistics over N: per-channel tensors are (K, 1, C), the parameters' and buffers' own shape
+_STACKED = (1, True, None)
+
 
 @functools.lru_cache(maxsize=64)
-def _const(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """0-dim tensor of `value`: as an operand it skips the scalar-to-tensor copy a python number costs."""
-    return torch.tensor(value, dtype=dtype, device=device)
+def _consts(m: int, eps: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """1/m and eps as 0-dim tensors: as operands they skip the scalar-to-tensor copy a python number costs."""
+    return torch.tensor(1 / m, dtype=dtype, device=device), torch.tensor(eps, dtype=dtype, device=device)
 
 
 def _grads(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
-    xhat, k = ctx.saved_tensors  # (N, C, ..) and gamma/sqrt(var + eps) as (C,) or (1, C, 1, ..)
-    m, dims, keep, batch_stats = ctx.info
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    xhat, k = ctx.saved_tensors  # like x, and gamma/sqrt(var + eps) like the per-channel statistics
+    m, dims, keep, shape, batch_stats = ctx.info
+    need_x, need_w, need_b, _ = ctx.needs_input_grad
     # With batch statistics dx needs both sums; otherwise they are only the parameters' gradients.
     dbeta = dy.sum(dims, keepdim=keep) if need_b or (need_x and batch_stats) else None
     prod = dy * xhat if need_w or (need_x and batch_stats) else None
@@ -39,7 +48,7 @@ def _grads(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
         dx = torch.addcmul(dy, xhat, dgamma, value=-1 / m, out=prod).sub_(dbeta, alpha=1 / m).mul_(k)
     elif need_x:  # running statistics are constants (Algorithm 2): BN is a per-channel affine map
         dx = dy * k
-    if keep:  # (1, C, 1, ..) -> (C,), the parameters' shape
+    if shape is not None:  # (1, C, 1, ..) -> (C,), the parameters' shape
         dgamma = dgamma.view(-1) if dgamma is not None else None
         dbeta = dbeta.view(-1) if dbeta is not None else None
     return dx, dgamma if need_w else None, dbeta if need_b else None, None
@@ -49,55 +58,47 @@ _grads_once = once_differentiable(_grads)
 
 
 class BatchNormFunction(torch.autograd.Function):
-    """y = gamma * (x - mu) / sqrt(var + eps) + beta, statistics over every dim but 1 (the channel).
+    """y = gamma * (x - mu) / sqrt(var + eps) + beta, statistics over `dims` of x.
 
-    cfg = (running_mean, running_var, batch_stats, factor, eps, m), packed in one argument because
-    each argument of apply costs time in forward and backward. batch_stats: normalise with the batch
-    mean and biased variance (Algorithm 1) and, if running_mean is not None, move the running
-    statistics towards them by `factor` (running_var towards the unbiased variance, as torch does).
-    Otherwise normalise with running_mean/running_var (Algorithm 2). m: values per channel.
+    cfg = (running_mean, running_var, batch_stats, factor, eps, m, dims, keep, shape), packed in one
+    argument because each argument of apply costs time in forward and backward. batch_stats: normalise
+    with the batch mean and biased variance (Algorithm 1) and, if running_mean is not None, move the
+    running statistics towards them by `factor` (running_var towards the unbiased variance, as torch
+    does). Otherwise normalise with running_mean/running_var (Algorithm 2). m: values per channel.
+    dims, keep, shape: one of the layouts above.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, cfg: tuple) -> Tensor:
-        running_mean, running_var, batch_stats, factor, eps, m = cfg
-        # x: (N, C) or (N, C, *spatial). For (N, C) per-channel (C,) tensors broadcast as they are;
-        # otherwise they are (1, C, 1, ..) so x is never reshaped or permuted.
-        keep = x.dim() > 2
-        dims = (0, *range(2, x.dim())) if keep else 0
-        shape = (1, -1) + (1,) * (x.dim() - 2) if keep else None
-        dtype, device = x.dtype, x.device
-        eps = _const(eps, dtype, device)
+        running_mean, running_var, batch_stats, factor, eps, m, dims, keep, shape = cfg
+        inv_m, eps = _consts(m, eps, x.dtype, x.device)
+        if shape is not None:
+            weight = weight.view(shape) if weight is not None else None
+            bias = bias.view(shape) if bias is not None else None
+            running_mean = running_mean.view(shape) if running_mean is not None else None
+            running_var = running_var.view(shape) if running_var is not None else None
         if batch_stats:
             # Two passes (mean, then centred sum of squares), not torch.var_mean: its CPU kernel
             # costs ~40 us at (60, 100), several times all of these ops together.
-            mean = x.sum(dims, keepdim=keep).mul_(_const(1 / m, dtype, device))
+            mean = x.sum(dims, keepdim=keep).mul_(inv_m)
             xc = x - mean
-            sq = xc * xc  # scratch (N, C, ..), reused below as the output's memory
+            sq = xc * xc  # scratch like x, reused below as the output's memory
             sumsq = sq.sum(dims, keepdim=keep)  # m * biased variance
             if running_mean is not None:  # forward runs under no_grad: buffers update in place
-                mean1, sumsq1 = (mean.view(-1), sumsq.view(-1)) if keep else (mean, sumsq)
-                running_mean.lerp_(mean1, factor)
+                running_mean.lerp_(mean, factor)
                 # (1 - f) * r + f * sumsq / (m - 1), the unbiased variance
-                running_var.add_(running_var, alpha=-factor).add_(sumsq1, alpha=factor / (m - 1))
+                running_var.add_(running_var, alpha=-factor).add_(sumsq, alpha=factor / (m - 1))
             invstd = torch.add(eps, sumsq, alpha=1 / m).rsqrt_()  # biased variance (Algorithm 1)
         else:
-            mean, invstd = running_mean, torch.add(eps, running_var).rsqrt_()
-            if keep:
-                mean, invstd = mean.view(shape), invstd.view(shape)
-            xc, sq = x - mean, None
+            xc, sq, invstd = x - running_mean, None, torch.add(eps, running_var).rsqrt_()
         xhat = xc.mul_(invstd)
         if weight is None:
             y, k = xhat.clone(), invstd  # a fresh output, so xhat stays ours for backward
         else:
-            w = weight.view(shape) if keep else weight
-            if bias is None:
-                y = torch.mul(xhat, w, out=sq)
-            else:
-                y = torch.addcmul(bias.view(shape) if keep else bias, xhat, w, out=sq)
-            k = w * invstd  # dy/dx at fixed statistics
+            y = torch.mul(xhat, weight, out=sq) if bias is None else torch.addcmul(bias, xhat, weight, out=sq)
+            k = weight * invstd  # dy/dx at fixed statistics
         ctx.save_for_backward(xhat, k)
-        ctx.info = m, dims, keep, batch_stats
+        ctx.info = m, dims, keep, shape, batch_stats
         return y
 
     @staticmethod
@@ -105,6 +106,45 @@ class BatchNormFunction(torch.autograd.Function):
         # The closed form is not differentiated again. once_differentiable, which says so if asked,
         # costs ~2 us a call, so it only wraps create_graph=True, the one case with grad mode on here.
         return (_grads_once if torch.is_grad_enabled() else _grads)(ctx, dy)
+
+
+def _batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
+                running_var: Tensor | None, num_batches: Tensor | None, training: bool, momentum: float | None,
+                eps: float, m: int, layout: tuple) -> Tensor:
+    """torch's rules, for the module and the stacked models alike: batch statistics in training, or in
+    eval when there are no running statistics; these move only in training, and only when counted
+    (num_batches not None, as with track_running_stats)."""
+    batch_stats = training or running_mean is None
+    factor = 0.0
+    if training:
+        if num_batches is not None:
+            num_batches.add_(1)
+            # momentum=None: cumulative moving average, the plain mean over the batches seen
+            factor = 1.0 / float(num_batches) if momentum is None else momentum
+        else:
+            running_mean = running_var = None
+    if batch_stats and m <= 1:
+        if m == 1:  # batch variance 0, the unbiased one 0/0
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
+        m, running_mean, running_var = 1, None, None  # empty batch, as torch: statistics untouched
+    cfg = (running_mean, running_var, batch_stats, factor, eps, m, *layout)
+    return BatchNormFunction.apply(x, weight, bias, cfg)
+
+
+def batch_norm_stacked(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
+                       running_var: Tensor | None, *, training: bool, momentum: float | None,
+                       num_batches_tracked: Tensor | None, eps: float) -> Tensor:
+    """K independent BatchNorm1d's: x (K, N, C), statistics over N per (k, c).
+
+    weight, bias: (K, 1, C) or None; running_mean, running_var: (K, 1, C) buffers or None, updated in
+    place in training, with num_batches_tracked (a 0-dim long tensor the K models share, counted once a
+    call) required alongside them. Slice k of the output, of every gradient and of the running
+    statistics equals, bit for bit, BatchNorm1d(C) run on x[k] with the k-th parameters and buffers.
+    """
+    if (running_mean is None) != (num_batches_tracked is None):
+        raise ValueError("running statistics and num_batches_tracked go together")
+    return _batch_norm(x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum,
+                       eps, x.shape[1], _STACKED)
 
 
 def _member(module: nn.Module, name: str) -> Tensor | None:
@@ -120,6 +160,7 @@ class _BatchNorm(nn.Module):
     """Constructor, parameters, buffers and state_dict keys as torch.nn's _BatchNorm."""
 
     _version = 2  # as torch's: state_dicts that carry num_batches_tracked
+    _expected = ""  # the input dims accepted, for the error message
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
@@ -162,45 +203,24 @@ class _BatchNorm(nn.Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        raise NotImplementedError
-
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input_dim(x)
-        running_mean, running_var = _member(self, "running_mean"), _member(self, "running_var")
-        # torch's rules: batch statistics in training, or in eval when there are no buffers;
-        # the running statistics move only in training with track_running_stats.
-        batch_stats = self.training or running_mean is None
-        factor = 0.0
-        if self.training:
-            num_batches = _member(self, "num_batches_tracked")
-            if self.track_running_stats and num_batches is not None:
-                num_batches.add_(1)
-                # momentum=None: cumulative moving average, the plain mean over the batches seen
-                factor = 1.0 / float(num_batches) if self.momentum is None else self.momentum
-            else:
-                running_mean = running_var = None
-        m = x.shape[0] * math.prod(x.shape[2:])  # values per channel: N, N*L or N*H*W (Sec. 3.2)
-        if batch_stats and m <= 1:
-            if m == 1:  # batch variance 0, the unbiased one 0/0
-                raise ValueError(
-                    f"Expected more than 1 value per channel when training, got input size {x.size()}")
-            m, running_mean, running_var = 1, None, None  # empty batch, as torch: statistics untouched
-        cfg = (running_mean, running_var, batch_stats, factor, self.eps, m)
-        return BatchNormFunction.apply(x, _member(self, "weight"), _member(self, "bias"), cfg)
+        layout = _LAYOUTS.get(x.dim()) if str(x.dim()) in self._expected else None
+        if layout is None:
+            raise ValueError(f"expected {self._expected} input (got {x.dim()}D input)")
+        m = x.shape[0] if x.dim() == 2 else x.shape[0] * math.prod(x.shape[2:])  # N, N*L or N*H*W (Sec. 3.2)
+        num_batches = _member(self, "num_batches_tracked") if self.track_running_stats else None
+        return _batch_norm(x, _member(self, "weight"), _member(self, "bias"), _member(self, "running_mean"),
+                           _member(self, "running_var"), num_batches, self.training, self.momentum, self.eps,
+                           m, layout)
 
 
 class BatchNorm1d(_BatchNorm):
     """BN over (N, C) or (N, C, L) input, statistics per feature C (Algorithm 1)."""
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() != 2 and x.dim() != 3:
-            raise ValueError(f"expected 2D or 3D input (got {x.dim()}D input)")
+    _expected = "2D or 3D"
 
 
 class BatchNorm2d(_BatchNorm):
     """BN over (N, C, H, W) input, statistics per channel over batch and space (Sec. 3.2)."""
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+    _expected = "4D"

@@ -17,10 +17,10 @@ import torch
 from omegaconf import OmegaConf
 
 from bnrepro.data import load_mnist
+from bnrepro.evaluation import Evaluator
 from bnrepro.interrupt import StopRequest
 from bnrepro.models import MLP
 from bnrepro.run import Job, run
-from bnrepro.vectorized.evaluation import StackedEvaluator
 from bnrepro.vectorized.loop import ModelSpec, StackedSGD, train_stacked
 from bnrepro.vectorized.model import StackedMLP
 
@@ -87,7 +87,7 @@ def train_group(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[di
         cfg = first.cfg
         data = load_mnist(cfg.data.root, device=first.device, binarize=cfg.data.binarize,
                           threshold=cfg.data.threshold)
-        evaluator = StackedEvaluator(data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles))
+        evaluator = Evaluator(data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles))
         results: list[Any] = [None] * len(jobs)
         with nullcontext(stop) if stop else StopRequest() as stop:  # a caller's stays installed
             # models resumed from checkpoints of different steps stack in separate parts

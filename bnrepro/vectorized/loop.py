@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from bnrepro.evaluation import Evaluator
 from bnrepro.interrupt import StopRequest
 from bnrepro.loop import LoopResult, LoopState, OnEval
-from bnrepro.vectorized.evaluation import StackedEvaluator, stacked_bn_grad_norms
 from bnrepro.vectorized.model import StackedMLP
 
 
@@ -60,7 +60,7 @@ class StackedSGD:
 
 
 def train_stacked(model: StackedMLP, optimizer: StackedSGD, specs: Sequence[ModelSpec], train_x: Tensor,
-                  train_y: Tensor, evaluator: StackedEvaluator, *, steps: int, batch_size: int, eval_every: int,
+                  train_y: Tensor, evaluator: Evaluator, *, steps: int, batch_size: int, eval_every: int,
                   max_loss: float, progress: bool = True, checkpoint_every: int = 0,
                   stop: StopRequest | None = None) -> list[LoopResult]:
     """Train the K models from their states (all fresh, or all resumed at one step) up to `steps`."""
@@ -88,8 +88,8 @@ def train_stacked(model: StackedMLP, optimizer: StackedSGD, specs: Sequence[Mode
 
     def evaluate(step: int, train_losses: list[float]) -> None:
         eval_start = time.perf_counter()
-        per_model = evaluator(model)
-        grad_norms = stacked_bn_grad_norms(model)
+        per_model = evaluator.per_model(model)
+        grad_norms = model.bn_grad_norms()
         for k in active:
             metrics, units = per_model[k]
             row = {"step": step, "test_acc": metrics.pop("test_acc"), "test_loss": metrics.pop("test_loss"),

@@ -8,17 +8,14 @@ reproduces the numbers of the same model trained alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from bnrepro.models import MLP
-
-try:  # TEMP until batch_norm_stacked lands
-    from bnrepro.nn import batch_norm_stacked
-except ImportError:
-    batch_norm_stacked = None
+from bnrepro.models import MLP, SparseRows
+from bnrepro.nn import batch_norm_stacked
 
 # ATen's elementwise loops compute a tensor's last (numel % 2 vector widths) values with scalar code, whose
 # exp differs from the vector one in the last bit now and then. A model alone gets its slice's tail from
@@ -60,10 +57,14 @@ class StackedMLP:
         self.layer_names = template.layer_names
         states = [m.state_dict() for m in models]
         self.shapes = {name: t.shape for name, t in states[0].items()}
-        counts = {int(s[name]) for s in states for name in s if name.endswith("num_batches_tracked")}
-        if len(counts) > 1:
-            raise ValueError(f"stacked models must have seen the same number of batches, got {sorted(counts)}")
-        self.num_batches = torch.tensor(counts.pop() if counts else 0)  # shared: the K models step together
+        # one batch count per BN layer, shared by the K models (they step together): (name -> 0-dim long)
+        self.num_batches: dict[str, Tensor] = {}
+        for name in self.shapes:
+            if name.endswith("num_batches_tracked"):
+                counts = {int(state[name]) for state in states}
+                if len(counts) > 1:
+                    raise ValueError(f"stacked models must have seen the same number of batches, got {sorted(counts)}")
+                self.num_batches[name] = torch.tensor(counts.pop())
         self.tensors: dict[str, Tensor] = {}
         for name, shape in self.shapes.items():
             if name.endswith("num_batches_tracked"):
@@ -93,12 +94,13 @@ class StackedMLP:
         p = f"hidden.{i}.norm."
         return batch_norm_stacked(x, self._get(p + "weight"), self._get(p + "bias"), self._get(p + "running_mean"),
                                   self._get(p + "running_var"), training=self.training, momentum=self.momentum,
-                                  num_batches_tracked=self.num_batches, eps=self.eps)
+                                  num_batches_tracked=self.num_batches.get(p + "num_batches_tracked"), eps=self.eps)
 
     def has_norm(self, i: int) -> bool:
         return f"hidden.{i}.norm.running_mean" in self.tensors or f"hidden.{i}.norm.weight" in self.tensors
 
-    def forward(self, x: Tensor, act_inputs: list[Tensor] | None = None, unit: int | None = None) -> Tensor:
+    def forward(self, x: Tensor | SparseRows, act_inputs: list[Tensor] | None = None,
+                unit: int | None = None) -> Tensor:
         """x: (K, B, in), each model its own batch, or (B, in) shared by all (the test set) -> logits (K, B, 10).
 
         act_inputs as MLP.forward: each hidden layer's activation input, (K, B, width) or (K, B) for one unit.
@@ -117,10 +119,23 @@ class StackedMLP:
 
     __call__ = forward
 
+    def bn_grad_norms(self) -> list[dict[str, float]]:
+        """bnrepro.evaluation.bn_grad_norms of each model: its gamma and beta gradients' L2 norms."""
+        keys, grads = [], []
+        for label, attr in (("gamma", "weight"), ("beta", "bias")):
+            for i, name in enumerate(self.layer_names):
+                if (param := self.tensors.get(f"hidden.{i}.norm.{attr}")) is not None:
+                    keys.append(f"grad_norm/{label}/{name}")
+                    grads.append(param.grad)
+        if not grads or any(g is None for g in grads):  # before the first step
+            return [dict.fromkeys(keys, math.nan) for _ in range(self.k)]
+        norms = torch.stack([torch.linalg.vector_norm(g, dim=(1, 2)) for g in grads], dim=1)  # (K, keys)
+        return [dict(zip(keys, row)) for row in norms.tolist()]
+
     def export(self, k: int, model: MLP) -> MLP:
         """Model k's state into `model` (an MLP of this architecture), e.g. to checkpoint it as a single run."""
         with torch.no_grad():
-            state = {name: (self.num_batches.clone() if name.endswith("num_batches_tracked")
+            state = {name: (self.num_batches[name].clone() if name in self.num_batches
                             else self.tensors[name][k].reshape(shape))
                      for name, shape in self.shapes.items()}
         model.load_state_dict(state)
@@ -153,16 +168,20 @@ class _StackedLinear(torch.autograd.Function):
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """x (K, B, in), or (B, in) shared by all models (the test set), weight (K, out, in) -> (K, B, out).
+    """x (K, B, in), or (B, in) shared by all models (the test set, dense or SparseRows), weight (K, out, in)
+    -> (K, B, out).
 
-    A shared x is one (B, in) @ (in, K*out) product, whose column blocks are again F.linear's bits; it runs
-    only under no_grad (evaluation).
+    A shared x is one (B, in) @ (in, K*out) product, whose column blocks are again the bits of each model's
+    own product (F.linear, or SparseRows.linear as MLP uses it); it runs only under no_grad (evaluation).
     """
-    if x.dim() == 3:
+    if isinstance(x, Tensor) and x.dim() == 3:
         return _StackedLinear.apply(x, weight, bias)
     k, out, fan_in = weight.shape
-    flat = torch.nn.functional.linear(x, weight.reshape(k * out, fan_in),
-                                      None if bias is None else bias.reshape(k * out))
+    flat_weight, flat_bias = weight.reshape(k * out, fan_in), None if bias is None else bias.reshape(k * out)
+    if isinstance(x, SparseRows):
+        flat = x.linear(flat_weight, flat_bias)
+    else:
+        flat = torch.nn.functional.linear(x, flat_weight, flat_bias)
     return flat.view(x.shape[0], k, out).transpose(0, 1)  # (K, B, out), a view
 
 
