@@ -2,12 +2,13 @@
 
 Forward is Algorithm 1 (training: batch statistics) or Algorithm 2 (inference: running statistics);
 backward is the paper's closed form, written by hand. Both live in one autograd.Function, which also
-serves batch_norm_stacked: K independent BatchNorm1d's over a (K, N, C) stack, slice k bit for bit
-the numbers of BatchNorm1d on x[k] alone (a vectorized sweep gives exactly the single runs' results).
+serves batch_norm_stacked: K independent BatchNorm1d's over a (K, N, C) stack, whose slice k is, bit
+for bit, BatchNorm1d on x[k] alone (so a vectorized sweep gives exactly the numbers of single runs).
 
 Speed: in the paper's MNIST MLP (batch 60, 100 features, CPU) each torch call costs more than its
 arithmetic, so the code below is about issuing few, cheap ops: no var_mean (its CPU kernel is slow),
-scalars passed as alpha=/value= or cached 0-dim tensors, results written over scratch memory.
+scalars passed as alpha=/value= or cached 0-dim tensors, results written over scratch memory, no
+nn.Module.__getattr__ on the hot path.
 """
 
 from __future__ import annotations
@@ -19,18 +20,23 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-# x.dim() -> (reduced dims, keepdim, shape of the per-channel tensors). (N, C): (C,) broadcasts as it
-# is. (N, C, *spatial): (1, C, 1, ..), so x is never reshaped or permuted; parameters, buffers and
-# gradients are viewed to and from (C,).
+# Layouts: (reduced dims, keepdim, shape the (C,) parameters and buffers are viewed to, or None).
+# (N, C): per-channel tensors are (C,) and broadcast as they are.
+# (N, C, *spatial): they are (1, C, 1, ..), so x is never reshaped or permuted.
+# (K, N, C), K stacked models: they are (K, 1, C), the stacked parameters' and buffers' own shape.
+# sum(0) over (N, C) and sum(1, keepdim=True) over (K, N, C) add in the same order, and every other op
+# is elementwise, so the stacked layout gives each model's numbers exactly.
 _LAYOUTS = {2: (0, False, None), 3: ((0, 2), True, (1, -1, 1)), 4: ((0, 2, 3), True, (1, -1, 1, 1))}
-# (K, N, C), statistics over N: per-channel tensors are (K, 1, C), the parameters' and buffers' own shape
 _STACKED = (1, True, None)
+_ONE = torch.tensor(1)  # num_batches_tracked += 1 without the scalar-to-tensor copy a python 1 costs
 
 
 @functools.lru_cache(maxsize=64)
 def _consts(m: int, eps: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """1/m and eps as 0-dim tensors: as operands they skip the scalar-to-tensor copy a python number costs."""
-    return torch.tensor(1 / m, dtype=dtype, device=device), torch.tensor(eps, dtype=dtype, device=device)
+    """eps and 1/m as 0-dim tensors: as operands they skip the scalar-to-tensor copy a python number costs.
+    (1/m serves batch statistics, where m >= 1; eval, which may pass m = 0, does not use it.)"""
+    return (torch.tensor(eps, dtype=dtype, device=device),
+            torch.tensor(1 / max(m, 1), dtype=dtype, device=device))
 
 
 def _grads(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
@@ -38,9 +44,9 @@ def _grads(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
     m, dims, keep, shape, batch_stats = ctx.info
     need_x, need_w, need_b, _ = ctx.needs_input_grad
     # With batch statistics dx needs both sums; otherwise they are only the parameters' gradients.
-    dbeta = dy.sum(dims, keepdim=keep) if need_b or (need_x and batch_stats) else None
+    dbeta = dy.sum(dims, keep) if need_b or (need_x and batch_stats) else None
     prod = dy * xhat if need_w or (need_x and batch_stats) else None
-    dgamma = prod.sum(dims, keepdim=keep) if prod is not None else None
+    dgamma = prod.sum(dims, keep) if prod is not None else None
     dx = None
     if need_x and batch_stats:
         # Closed form, using sum_j dxhat_j = gamma*dbeta and sum_j dxhat_j*xhat_j = gamma*dgamma:
@@ -58,20 +64,19 @@ _grads_once = once_differentiable(_grads)
 
 
 class BatchNormFunction(torch.autograd.Function):
-    """y = gamma * (x - mu) / sqrt(var + eps) + beta, statistics over `dims` of x.
+    """y = gamma * (x - mu) / sqrt(var + eps) + beta, statistics over `dims` of x, one layout above.
 
     cfg = (running_mean, running_var, batch_stats, factor, eps, m, dims, keep, shape), packed in one
     argument because each argument of apply costs time in forward and backward. batch_stats: normalise
     with the batch mean and biased variance (Algorithm 1) and, if running_mean is not None, move the
     running statistics towards them by `factor` (running_var towards the unbiased variance, as torch
     does). Otherwise normalise with running_mean/running_var (Algorithm 2). m: values per channel.
-    dims, keep, shape: one of the layouts above.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, cfg: tuple) -> Tensor:
         running_mean, running_var, batch_stats, factor, eps, m, dims, keep, shape = cfg
-        inv_m, eps = _consts(m, eps, x.dtype, x.device)
+        eps, inv_m = _consts(m, eps, x.dtype, x.device)
         if shape is not None:
             weight = weight.view(shape) if weight is not None else None
             bias = bias.view(shape) if bias is not None else None
@@ -80,15 +85,15 @@ class BatchNormFunction(torch.autograd.Function):
         if batch_stats:
             # Two passes (mean, then centred sum of squares), not torch.var_mean: its CPU kernel
             # costs ~40 us at (60, 100), several times all of these ops together.
-            mean = x.sum(dims, keepdim=keep).mul_(inv_m)
+            mean = x.sum(dims, keep).mul_(inv_m)
             xc = x - mean
             sq = xc * xc  # scratch like x, reused below as the output's memory
-            sumsq = sq.sum(dims, keepdim=keep)  # m * biased variance
+            sumsq = sq.sum(dims, keep)  # m * biased variance
             if running_mean is not None:  # forward runs under no_grad: buffers update in place
                 running_mean.lerp_(mean, factor)
                 # (1 - f) * r + f * sumsq / (m - 1), the unbiased variance
                 running_var.add_(running_var, alpha=-factor).add_(sumsq, alpha=factor / (m - 1))
-            invstd = torch.add(eps, sumsq, alpha=1 / m).rsqrt_()  # biased variance (Algorithm 1)
+            invstd = torch.add(eps, sumsq, alpha=1 / m, out=sumsq).rsqrt_()  # biased variance (Algorithm 1)
         else:
             xc, sq, invstd = x - running_mean, None, torch.add(eps, running_var).rsqrt_()
         xhat = xc.mul_(invstd)
@@ -96,7 +101,7 @@ class BatchNormFunction(torch.autograd.Function):
             y, k = xhat.clone(), invstd  # a fresh output, so xhat stays ours for backward
         else:
             y = torch.mul(xhat, weight, out=sq) if bias is None else torch.addcmul(bias, xhat, weight, out=sq)
-            k = weight * invstd  # dy/dx at fixed statistics
+            k = invstd.mul_(weight)  # dy/dx at fixed statistics
         ctx.save_for_backward(xhat, k)
         ctx.info = m, dims, keep, shape, batch_stats
         return y
@@ -111,18 +116,16 @@ class BatchNormFunction(torch.autograd.Function):
 def _batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
                 running_var: Tensor | None, num_batches: Tensor | None, training: bool, momentum: float | None,
                 eps: float, m: int, layout: tuple) -> Tensor:
-    """torch's rules, for the module and the stacked models alike: batch statistics in training, or in
-    eval when there are no running statistics; these move only in training, and only when counted
-    (num_batches not None, as with track_running_stats)."""
+    """torch's rules, for the layers and the stacked models alike: batch statistics in training, or in eval
+    without running statistics; in training the running statistics, if given, move and num_batches counts."""
     batch_stats = training or running_mean is None
     factor = 0.0
     if training:
         if num_batches is not None:
-            num_batches.add_(1)
+            num_batches.add_(_ONE)
+        if running_mean is not None:
             # momentum=None: cumulative moving average, the plain mean over the batches seen
             factor = 1.0 / float(num_batches) if momentum is None else momentum
-        else:
-            running_mean = running_var = None
     if batch_stats and m <= 1:
         if m == 1:  # batch variance 0, the unbiased one 0/0
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
@@ -134,33 +137,38 @@ def _batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_m
 def batch_norm_stacked(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
                        running_var: Tensor | None, *, training: bool, momentum: float | None,
                        num_batches_tracked: Tensor | None, eps: float) -> Tensor:
-    """K independent BatchNorm1d's: x (K, N, C), statistics over N per (k, c).
+    """K independent BatchNorm1d's: x (K, N, C), statistics over N for each (k, c).
 
-    weight, bias: (K, 1, C) or None; running_mean, running_var: (K, 1, C) buffers or None, updated in
-    place in training, with num_batches_tracked (a 0-dim long tensor the K models share, counted once a
-    call) required alongside them. Slice k of the output, of every gradient and of the running
-    statistics equals, bit for bit, BatchNorm1d(C) run on x[k] with the k-th parameters and buffers.
+    weight, bias: (K, 1, C) leaves or None. running_mean, running_var: (K, 1, C) buffers or None, moved in
+    place in training; num_batches_tracked: a 0-dim long tensor the K models share, +1 a training call,
+    needed with momentum=None. Slice k of the output, of every gradient and of the running statistics is,
+    bit for bit, what BatchNorm1d(C) gives on x[k] with the k-th parameters and buffers.
     """
-    if (running_mean is None) != (num_batches_tracked is None):
-        raise ValueError("running statistics and num_batches_tracked go together")
-    return _batch_norm(x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum,
-                       eps, x.shape[1], _STACKED)
+    if training and running_mean is not None and momentum is None and num_batches_tracked is None:
+        raise ValueError("momentum=None (the cumulative average) needs num_batches_tracked")
+    return _batch_norm(x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum, eps,
+                       x.shape[1], _STACKED)
 
 
-def _member(module: nn.Module, name: str) -> Tensor | None:
-    """module.<name> for a parameter or buffer, read from the dict when it is there: nn.Module.__getattr__
-    costs ~0.4 us a call. Anything else (e.g. a parametrization's property) takes the normal route."""
-    for store in (module._parameters, module._buffers):
-        if name in store:
-            return store[name]
-    return getattr(module, name)
+def _state(module: nn.Module) -> tuple[Tensor | None, ...]:
+    """weight, bias, running_mean, running_var, num_batches_tracked, read from the module's dicts:
+    nn.Module.__getattr__ costs ~0.4 us a name. If one is not there (e.g. a parametrized weight is a
+    property), all take the normal route."""
+    params, buffers = module._parameters, module._buffers
+    try:
+        return (params["weight"], params["bias"], buffers["running_mean"], buffers["running_var"],
+                buffers["num_batches_tracked"])
+    except KeyError:
+        return tuple(getattr(module, n) for n in ("weight", "bias", "running_mean", "running_var",
+                                                  "num_batches_tracked"))
 
 
 class _BatchNorm(nn.Module):
     """Constructor, parameters, buffers and state_dict keys as torch.nn's _BatchNorm."""
 
     _version = 2  # as torch's: state_dicts that carry num_batches_tracked
-    _expected = ""  # the input dims accepted, for the error message
+    _layouts: dict[int, tuple] = {}  # input dims accepted -> layout
+    _expected = ""  # the same, for the error message
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
@@ -204,23 +212,26 @@ class _BatchNorm(nn.Module):
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
     def forward(self, x: Tensor) -> Tensor:
-        layout = _LAYOUTS.get(x.dim()) if str(x.dim()) in self._expected else None
+        layout = self._layouts.get(x.dim())
         if layout is None:
             raise ValueError(f"expected {self._expected} input (got {x.dim()}D input)")
+        weight, bias, running_mean, running_var, num_batches = _state(self)
+        if self.training and not self.track_running_stats:  # as torch: buffers, if any, left alone
+            running_mean = running_var = num_batches = None
         m = x.shape[0] if x.dim() == 2 else x.shape[0] * math.prod(x.shape[2:])  # N, N*L or N*H*W (Sec. 3.2)
-        num_batches = _member(self, "num_batches_tracked") if self.track_running_stats else None
-        return _batch_norm(x, _member(self, "weight"), _member(self, "bias"), _member(self, "running_mean"),
-                           _member(self, "running_var"), num_batches, self.training, self.momentum, self.eps,
-                           m, layout)
+        return _batch_norm(x, weight, bias, running_mean, running_var, num_batches, self.training, self.momentum,
+                           self.eps, m, layout)
 
 
 class BatchNorm1d(_BatchNorm):
     """BN over (N, C) or (N, C, L) input, statistics per feature C (Algorithm 1)."""
 
+    _layouts = {2: _LAYOUTS[2], 3: _LAYOUTS[3]}
     _expected = "2D or 3D"
 
 
 class BatchNorm2d(_BatchNorm):
     """BN over (N, C, H, W) input, statistics per channel over batch and space (Sec. 3.2)."""
 
+    _layouts = {4: _LAYOUTS[4]}
     _expected = "4D"
