@@ -42,7 +42,10 @@ def _overview(paths: list[Path], rs: RunSet, runs: pd.DataFrame, varying: list[s
     lines.append(f"Base learning rate (1x): {base_lr:g}, {how}" if base_lr is not None
                  else f"Base learning rate: unknown ({how})")
     if "wall_time_s" in runs and len(runs):
-        lines.append(f"Training wall time: {runs['wall_time_s'].sum() / 60:.1f} min over all runs")
+        # the K runs of a stack (hydra/launcher=vectorized) share one process and its wall time: count it once
+        stacked = runs["vectorized.models"].fillna(1) if "vectorized.models" in runs else 1
+        lines.append(f"Training wall time: {(runs['wall_time_s'] / stacked).sum() / 60:.1f} min over all runs "
+                     "(a stack of models trained together counted once)")
     return lines
 
 
