@@ -77,9 +77,6 @@ class StackedMLP:
         self.momentum, self.eps = _bn_settings(template)
         self.training = True
 
-    def parameters(self) -> list[Tensor]:
-        return self.params
-
     def train(self, mode: bool = True) -> StackedMLP:
         self.training = mode
         return self
