@@ -31,6 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from bnrepro import nn as bnn  # noqa: E402
 from bnrepro.data import default_root, load_mnist  # noqa: E402
+from bnrepro.models import MLP, SparseRows  # noqa: E402
+from bnrepro.nn import cpu_kernel  # noqa: E402
 from bnrepro.runlog import peak_memory_mib  # noqa: E402
 
 TARGETS = {"run_vs_bare": 1.05, "bn_step_vs_torch": 1.10, "eval_share": 0.05, "mnist_load_s": 0.5}
@@ -54,28 +56,37 @@ def bare_model(bn: str, bn_layer: type[nn.Module]) -> nn.Sequential:
     return model
 
 
-def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.1,
-              test: tuple[torch.Tensor, torch.Tensor] | None = None, eval_every: int = 500) -> float:
-    """Seconds for `steps` SGD steps of batch 60, batches by index_select from a per-epoch permutation,
-    and, given test data, test accuracy on all of it every eval_every steps, as a run's evaluations."""
+def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.1,
+              test: tuple[torch.Tensor, torch.Tensor] | None = None, eval_every: int = 500) -> Callable[[int], float]:
+    """A function that trains `model` `steps` more SGD steps of batch 60 (batches by index_select from a
+    per-epoch permutation; given test data, test accuracy on all of it every eval_every steps, as a run's
+    evaluations) and returns the seconds they took: wall time, or this thread's CPU time with cpu=True."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for step in range(steps):
-        k = step % 1000
-        if k == 0:
-            perm = torch.randperm(x.shape[0], generator=generator)
-        idx = perm[k * 60:(k + 1) * 60]
-        loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if test is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
-            model.eval()
-            with torch.no_grad():
-                (model(test[0]).argmax(1) == test[1]).float().mean().item()
-            model.train()
-    return time.perf_counter() - start
+    done, perm = 0, torch.empty(0, dtype=torch.long)
+
+    def train(steps: int, cpu: bool = False) -> float:
+        nonlocal done, perm
+        clock = time.thread_time if cpu else time.perf_counter
+        start = clock()
+        for step in range(done, done + steps):
+            k = step % 1000
+            if k == 0:
+                perm = torch.randperm(x.shape[0], generator=generator)
+            idx = perm[k * 60:(k + 1) * 60]
+            loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if test is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                model.eval()
+                with torch.no_grad():
+                    (model(test[0]).argmax(1) == test[1]).float().mean().item()
+                model.train()
+        done += steps
+        return clock() - start
+
+    return train
 
 
 def child(cmd: list[str]) -> str:
@@ -122,11 +133,38 @@ def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+class TorchOpsBatchNorm1d(bnn.BatchNorm1d):
+    """Our layer on its torch-op path (CUDA's, and CPU's where the C++ kernel cannot be built)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cpu_kernel.enabled = False
+        try:
+            return super().forward(x)
+        finally:
+            cpu_kernel.enabled = True
+
+
+def step_ratios(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int, chunk: int = 250) -> dict[str, float]:
+    """Training steps of the BN network with each layer, in chunks of `chunk` steps taken in turns and timed in
+    this thread's CPU time, so that drift and the other core's load hit all alike: us per step, medians."""
+    layers = {"ours": bnn.BatchNorm1d, "torch": nn.BatchNorm1d, "ours_torch_ops": TorchOpsBatchNorm1d}
+    loops = {name: bare_loop(bare_model("before", layer), x, y) for name, layer in layers.items()}
+    for loop in loops.values():
+        loop(chunk)  # warm-up: allocator, first-call paths, the kernel's load
+    per_step: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(repeats):
+        spent = dict.fromkeys(loops, 0.0)
+        for _ in range(max(1, steps // chunk)):
+            for name, loop in loops.items():
+                spent[name] += loop(chunk, cpu=True)
+        for name in loops:
+            per_step[name].append(spent[name] / (max(1, steps // chunk) * chunk) * 1e6)
+    return {name: statistics.median(v) for name, v in per_step.items()}
+
+
 def layer_benchmarks(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int) -> dict[str, float]:
     """A training step of the BN network with our layer vs torch's; the layer's forward+backward alone."""
-    models = {name: bare_model("before", layer) for name, layer in
-              (("ours", bnn.BatchNorm1d), ("torch", nn.BatchNorm1d))}
-    step_times = interleaved({k: (lambda m=m: bare_loop(m, x, y, steps)) for k, m in models.items()}, repeats)
+    step_us = step_ratios(x, y, steps, repeats)
 
     inp = torch.randn(60, 100, requires_grad=True)
     grad = torch.randn(60, 100)
@@ -140,8 +178,9 @@ def layer_benchmarks(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int)
 
     layer_times = interleaved({k: (lambda m=m: fwd_bwd(m)) for k, m in layers.items()}, repeats)
     return {
-        "step_us_ours": step_times["ours"] / steps * 1e6, "step_us_torch": step_times["torch"] / steps * 1e6,
-        "bn_step_vs_torch": step_times["ours"] / step_times["torch"],
+        "step_us_ours": step_us["ours"], "step_us_torch": step_us["torch"],
+        "bn_step_vs_torch": step_us["ours"] / step_us["torch"],
+        "bn_step_torch_ops_vs_torch": step_us["ours_torch_ops"] / step_us["torch"],
         "layer_fwd_bwd_us_ours": layer_times["ours"] / 2000 * 1e6,
         "layer_fwd_bwd_us_torch": layer_times["torch"] / 2000 * 1e6,
         "layer_vs_torch": layer_times["ours"] / layer_times["torch"],
@@ -149,13 +188,14 @@ def layer_benchmarks(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int)
 
 
 def test_forward_ms(test_x: torch.Tensor, repeats: int = 10) -> float:
-    """Median time of the BN network's inference pass over the whole test set: the floor of an evaluation."""
-    model = bare_model("before", bnn.BatchNorm1d).eval()
+    """Median time of the BN network's inference pass over the whole test set, as runs make it (the test set
+    kept sparse, bnrepro.evaluation): the floor of an evaluation."""
+    model, sparse = MLP(bn="before").eval(), SparseRows.from_dense(test_x)
     times = []
     with torch.no_grad():
         for _ in range(repeats):
             start = time.perf_counter()
-            model(test_x)
+            model(sparse)
             times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 
@@ -190,6 +230,8 @@ def markdown(res: dict, command: str) -> str:
         f"| {res['run_vs_bare_process']:.2f}x | | |",
         f"| training step, our BN / `torch.nn.BatchNorm1d` | {res['bn_step_vs_torch']:.3f}x "
         f"| <= {TARGETS['bn_step_vs_torch']}x | {mark[ok['bn_step_vs_torch']]}{first('bn_step_vs_torch')} |",
+        f"| the same step, our BN on its torch-op path (CUDA's; no C++ kernel) / torch's "
+        f"| {res['bn_step_torch_ops_vs_torch']:.3f}x | | |",
         f"| BN layer forward+backward alone, ours / torch's (60x100) | {res['layer_vs_torch']:.2f}x "
         f"({res['layer_fwd_bwd_us_ours']:.0f} vs {res['layer_fwd_bwd_us_torch']:.0f} us) | | |",
         f"| evaluation + tracking + logging, share of a default run | {res['eval_share']:.1%} "
@@ -220,8 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sweep-seeds", type=int, default=8, help="seeds per configuration in the sweep measure")
-    parser.add_argument("--sweep-steps", type=int, default=2000)
+    parser.add_argument("--sweep-seeds", type=int, default=3, help="seeds per configuration (fig1: 3)")
+    parser.add_argument("--sweep-steps", type=int, default=10000)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
     parser.add_argument("--bare", choices=["none", "before"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
@@ -230,7 +272,7 @@ def main() -> None:
     if args.bare:
         data = load_mnist(default_root())
         model = bare_model(args.bare, bnn.BatchNorm1d)
-        seconds = bare_loop(model, data.train_x, data.train_y, args.steps, test=(data.test_x, data.test_y))
+        seconds = bare_loop(model, data.train_x, data.train_y, test=(data.test_x, data.test_y))(args.steps)
         print(json.dumps({"seconds": seconds, "peak_memory_mib": peak_memory_mib()}))
         return
 

@@ -1,10 +1,12 @@
 """bnrepro.nn.BatchNorm1d/2d against torch.nn's (the oracle) and against the paper's own claims."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from bnrepro.nn import BatchNorm1d, BatchNorm2d, batch_norm_stacked
+from bnrepro.nn import BatchNorm1d, BatchNorm2d, batch_norm_stacked, cpu_kernel
 
 # (ours, torch's, input shape): (N, C), (N, C, L) and (N, C, H, W)
 CASES = [
@@ -13,6 +15,15 @@ CASES = [
     (BatchNorm2d, nn.BatchNorm2d, (4, 3, 5, 6)),
 ]
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-11, rtol=1e-9)}
+
+
+@pytest.fixture(autouse=True, params=["cpu_kernel", "torch_ops"])
+def bn_path(request, monkeypatch):
+    """Every test runs on both implementations: the fused C++ kernel (CPU) and the torch ops (CUDA's path)."""
+    if request.param == "cpu_kernel":
+        assert cpu_kernel.kernel() is not None, "the C++ kernel did not build"
+    monkeypatch.setattr(cpu_kernel, "enabled", request.param == "cpu_kernel")
+    return request.param
 
 
 def pair(ours_cls, torch_cls, c, dtype=torch.float64, seed=0, **kwargs):
@@ -165,7 +176,7 @@ def test_gradcheck(shape, training):
         (x, w.requires_grad_(), b.requires_grad_()))
 
 
-def test_backward_is_the_hand_written_one(monkeypatch):
+def test_backward_is_the_hand_written_one(monkeypatch, bn_path):
     bn = BatchNorm1d(5)
     x = batch((8, 5), torch.float32, seed=0)
     # torch's own BN kernels are never called, and the whole layer is one autograd node whose
@@ -174,7 +185,9 @@ def test_backward_is_the_hand_written_one(monkeypatch):
     monkeypatch.setattr(torch, "native_batch_norm", None)
     monkeypatch.setattr(torch.nn.functional, "batch_norm", None)
     y = bn(x)
-    assert "BatchNormFunction" in type(y.grad_fn).__name__
+    # the C++ Function's node, or the Python one's
+    assert y.grad_fn.name() == {"cpu_kernel": "torch::autograd::CppNode<bnrepro::BatchNormFunction>",
+                                 "torch_ops": "BatchNormFunctionBackward"}[bn_path]
     leaves = [f.variable for f, _ in y.grad_fn.next_functions if f is not None]
     assert all(any(v is t for v in leaves) for t in (x, bn.weight, bn.bias))
     y.sum().backward()
@@ -297,3 +310,21 @@ def test_stacked_is_bitwise_batchnorm1d_per_model(affine, momentum):
                 assert torch.equal(stacked[name].grad[i, 0], getattr(single, name).grad), name
             assert single.num_batches_tracked.item() == num_batches.item()
     assert num_batches.item() == 3  # counted once a training call, for all K models
+
+
+@pytest.mark.parametrize("shape", [(60, 100), (4, 3, 5, 6)])
+def test_same_bits_on_any_thread_count(shape):
+    """A run's numbers must not depend on torch's thread count: a sequential sweep runs jobs with torch's
+    default threads, the vectorized launcher with one per process, and their reports must be identical."""
+    outs = []
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            bn = (BatchNorm1d if len(shape) == 2 else BatchNorm2d)(shape[1])
+            dy = torch.linspace(-1, 1, math.prod(shape)).view(shape)
+            outs.append((*grads(bn, batch(shape, torch.float32, seed=0), dy), bn.running_var))
+        finally:
+            torch.set_num_threads(before)
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)

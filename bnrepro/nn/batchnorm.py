@@ -6,9 +6,10 @@ serves batch_norm_stacked: K independent BatchNorm1d's over a (K, N, C) stack, w
 for bit, BatchNorm1d on x[k] alone (so a vectorized sweep gives exactly the numbers of single runs).
 
 Speed: in the paper's MNIST MLP (batch 60, 100 features, CPU) each torch call costs more than its
-arithmetic, so the code below is about issuing few, cheap ops: no var_mean (its CPU kernel is slow),
-scalars passed as alpha=/value= or cached 0-dim tensors, results written over scratch memory, no
-nn.Module.__getattr__ on the hot path.
+arithmetic. On CPU both directions are therefore one call each into batchnorm_cpu.cpp (the same formulas
+as fused loops, see cpu_kernel.py); elsewhere (CUDA), or where that cannot be built, they are the torch
+ops below, kept few and cheap: no var_mean (its CPU kernel is slow), scalars passed as alpha=/value= or
+cached 0-dim tensors, results written over scratch memory, no nn.Module.__getattr__ on the hot path.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-# Layouts: (reduced dims, keepdim, shape the (C,) parameters and buffers are viewed to, or None).
+from bnrepro.nn import cpu_kernel
+
+# Layouts: (reduced dims, keepdim, shape the (C,) parameters and buffers are viewed to, or None, grouped).
 # (N, C): per-channel tensors are (C,) and broadcast as they are.
 # (N, C, *spatial): they are (1, C, 1, ..), so x is never reshaped or permuted.
-# (K, N, C), K stacked models: they are (K, 1, C), the stacked parameters' and buffers' own shape.
+# (K, N, C), K stacked models (grouped): they are (K, 1, C), the stacked parameters' and buffers' own shape.
 # sum(0) over (N, C) and sum(1, keepdim=True) over (K, N, C) add in the same order, and every other op
-# is elementwise, so the stacked layout gives each model's numbers exactly.
-_LAYOUTS = {2: (0, False, None), 3: ((0, 2), True, (1, -1, 1)), 4: ((0, 2, 3), True, (1, -1, 1, 1))}
-_STACKED = (1, True, None)
+# is elementwise, so the stacked layout gives each model's numbers exactly; the CPU kernel runs each group
+# through the same loops, to the same effect.
+_LAYOUTS = {2: (0, False, None, False), 3: ((0, 2), True, (1, -1, 1), False),
+            4: ((0, 2, 3), True, (1, -1, 1, 1), False)}
+_STACKED = (1, True, None, True)
+_KERNEL_DTYPES = (torch.float32, torch.float64)
 _ONE = torch.tensor(1)  # num_batches_tracked += 1 without the scalar-to-tensor copy a python 1 costs
 
 
@@ -130,7 +136,11 @@ def _batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_m
         if m == 1:  # batch variance 0, the unbiased one 0/0
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
         m, running_mean, running_var = 1, None, None  # empty batch, as torch: statistics untouched
-    cfg = (running_mean, running_var, batch_stats, factor, eps, m, *layout)
+    dims, keep, shape, grouped = layout
+    if x.is_cpu and x.dtype in _KERNEL_DTYPES and (kernel := cpu_kernel.kernel()) is not None:
+        # the same formulas fused in C++, forward and closed-form backward (batchnorm_cpu.cpp)
+        return kernel.batch_norm(x, weight, bias, running_mean, running_var, batch_stats, factor, eps, grouped)
+    cfg = (running_mean, running_var, batch_stats, factor, eps, m, dims, keep, shape)
     return BatchNormFunction.apply(x, weight, bias, cfg)
 
 
