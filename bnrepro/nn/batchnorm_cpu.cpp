@@ -89,6 +89,11 @@ void forward_kernel(const T* x, T* y, T* xhat, T* k, const T* weight, const T* b
       k[p + c] = invstd[c] * scale[c];  // dy/dx at fixed statistics
     }
     T* yg = y + g * group;
+    if (xhat == nullptr) {  // no backward to come (evaluation): y alone
+      for_each<Flat>(N, C, S,
+                     [&](int64_t i, int64_t c) { yg[i] = (xg[i] - mean[c]) * invstd[c] * scale[c] + shift[c]; });
+      continue;
+    }
     T* xhat_g = xhat + g * group;
     for_each<Flat>(N, C, S, [&](int64_t i, int64_t c) {
       const T h = (xg[i] - mean[c]) * invstd[c];
@@ -137,14 +142,16 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const c10::optional<at::Tensor>& weight,
                             const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& running_mean,
                             const c10::optional<at::Tensor>& running_var, bool batch_stats, double factor, double eps,
-                            bool grouped) {
+                            bool grouped, bool record) {
     const at::Tensor x = input.contiguous();
     const auto [G, N, C, S] = dims(x, grouped);
-    auto y = at::empty_like(x), xhat = at::empty_like(x), k = at::empty({G * C}, x.options());
+    // record: a backward may follow, which needs xhat
+    auto y = at::empty_like(x), xhat = record ? at::empty_like(x) : at::Tensor(), k = at::empty({G * C}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bnrepro_bn_forward", [&] {
       const int64_t GC = G * C;
       auto kernel = S == 1 ? forward_kernel<scalar_t, true> : forward_kernel<scalar_t, false>;
-      kernel(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), xhat.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+      kernel(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), record ? xhat.data_ptr<scalar_t>() : nullptr,
+             k.data_ptr<scalar_t>(),
              flat_or_null<scalar_t>(weight, GC), flat_or_null<scalar_t>(bias, GC),
              flat_or_null<scalar_t>(running_mean, GC), flat_or_null<scalar_t>(running_var, GC), G, N, C, S,
              batch_stats, factor, eps);
@@ -186,7 +193,7 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
     });
     const bool affine_w = ctx->needs_input_grad(1), affine_b = ctx->needs_input_grad(2);
     return {dx, affine_w ? dgamma : at::Tensor(), affine_b ? dbeta : at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -195,7 +202,10 @@ at::Tensor batch_norm(const at::Tensor& x, const c10::optional<at::Tensor>& weig
                       const c10::optional<at::Tensor>& running_var, bool batch_stats, double factor, double eps,
                       bool grouped) {
   TORCH_CHECK(x.device().is_cpu(), "bnrepro's BN kernel runs on CPU tensors");
-  return BatchNormFunction::apply(x, weight, bias, running_mean, running_var, batch_stats, factor, eps, grouped);
+  const auto needs_grad = [](const c10::optional<at::Tensor>& t) { return t.has_value() && t->requires_grad(); };
+  const bool record = at::GradMode::is_enabled() && (x.requires_grad() || needs_grad(weight) || needs_grad(bias));
+  return BatchNormFunction::apply(x, weight, bias, running_mean, running_var, batch_stats, factor, eps, grouped,
+                                  record);
 }
 
 }  // namespace bnrepro
