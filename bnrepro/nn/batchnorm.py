@@ -203,6 +203,9 @@ class _BatchNorm(nn.Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
         self.reset_parameters()
+        # the C++ kernel loads (or, the first time in an environment, builds) now, not in the first forward,
+        # which in a run is the step-0 evaluation
+        cpu_kernel.kernel()
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
