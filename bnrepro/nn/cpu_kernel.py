@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -25,11 +27,16 @@ def _build() -> ModuleType | None:
     # torch.utils.cpp_extension warns at import when a CUDA build of torch finds no CUDA toolkit; CPU code needs none
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
+        if shutil.which("ninja") is None:  # torch runs `ninja` from PATH; the pip package ships one
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         from torch.utils.cpp_extension import load
 
         return load("bnrepro_batchnorm_cpu", [str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
     except Exception as e:  # no compiler, no ninja, a read-only cache...: slower, not broken
-        warnings.warn(f"bnrepro: the fused CPU BN kernel could not be built ({type(e).__name__}: {e}); "
+        first_line = next(iter(str(e).strip().splitlines()), "")  # a failed build's message is its whole log
+        warnings.warn(f"bnrepro: the fused CPU BN kernel could not be built ({type(e).__name__}: {first_line}); "
                       "BN runs on torch ops instead (same values to float rounding, ~1.15x slower steps)",
                       stacklevel=3)
         return None
