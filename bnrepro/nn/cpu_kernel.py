@@ -8,6 +8,7 @@ torch ops, with a warning: the same values to float rounding, about 1.15x slower
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -33,7 +34,10 @@ def _build() -> ModuleType | None:
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         from torch.utils.cpp_extension import load
 
-        return load("bnrepro_batchnorm_cpu", [str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
+        # One build per checkout and source version: torch's cache is keyed by name, and ninja rebuilds whenever
+        # the source path in the cached build file differs, so two checkouts would keep rebuilding each other's.
+        key = hashlib.sha1(f"{SOURCE.resolve()}\n{SOURCE.read_text()}\n{CFLAGS}".encode()).hexdigest()[:12]
+        return load(f"bnrepro_batchnorm_cpu_{key}", [str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
     except Exception as e:  # no compiler, no ninja, a read-only cache...: slower, not broken
         first_line = next(iter(str(e).strip().splitlines()), "")  # a failed build's message is its whole log
         warnings.warn(f"bnrepro: the fused CPU BN kernel could not be built ({type(e).__name__}: {first_line}); "
