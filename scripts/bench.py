@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -250,7 +251,8 @@ def markdown(res: dict, command: str) -> str:
         "# bnrepro benchmark", "",
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
         f"GPU: {m['cuda']}. One thread per process.", "",
-        f"Steps per measurement: {res['steps']}, repeats: {res['repeats']} (medians, interleaved). "
+        f"Steps per measurement: {res['steps']}, repeats: {res['repeats']} (medians, interleaved; "
+        f"run / bare loop: the median of back-to-back pairs, in alternating order). "
         f"Throughput: bare loop {res['bare_steps_per_s']:.0f} steps/s, bnrepro-train "
         f"{res['run_steps_per_s']:.0f} steps/s (BN, evaluation every 500 steps included).", "",
         "| measure | value | target | |", "|---|---|---|---|", *rows, "",
@@ -290,20 +292,26 @@ def main() -> None:
     res["test_forward_ms"] = test_forward_ms(data.test_x)
     with tempfile.TemporaryDirectory() as tmp:
         for bn in ("before", "none"):
-            bare, run, rss_bare, rss_run, shares, process = [], [], 0, 0, [], []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                b, rb = measure_bare(bn, args.steps)
-                t1 = time.perf_counter()
-                s = measure_run(bn, args.steps, Path(tmp))
-                rr = s["peak_memory_mib"]
-                process.append((time.perf_counter() - t1) / (t1 - t0))
+            bare, run, ratios, process, shares, rss_bare, rss_run = [], [], [], [], [], 0, 0
+            measure = {"bare": partial(measure_bare, bn, args.steps), "run": partial(measure_run, bn, args.steps,
+                                                                                     Path(tmp))}
+            for i in range(args.repeats):
+                # one bare loop and one run back to back, in alternating order: the machine's drift (up to 1.5x
+                # within minutes) moves a pair's two processes alike, and the order favours neither
+                pair, seconds = {}, {}
+                for which in ("bare", "run") if i % 2 == 0 else ("run", "bare"):
+                    t = time.perf_counter()
+                    pair[which] = measure[which]()
+                    seconds[which] = time.perf_counter() - t
+                (b, rb), s = pair["bare"], pair["run"]
                 bare.append(b)
                 run.append(s["train_time_s"])
+                ratios.append(s["train_time_s"] / b)
+                process.append(seconds["run"] / seconds["bare"])
                 shares.append(s["eval_time_s"] / s["train_time_s"])
-                rss_bare, rss_run = max(rss_bare, rb), max(rss_run, rr)
+                rss_bare, rss_run = max(rss_bare, rb), max(rss_run, s["peak_memory_mib"])
             suffix = "" if bn == "before" else "_nobn"
-            res[f"run_vs_bare{suffix}"] = statistics.median(run) / statistics.median(bare)
+            res[f"run_vs_bare{suffix}"] = statistics.median(ratios)
             if bn == "before":
                 evaluations = args.steps // 500 + 1  # step 0, then every 500 steps
                 res["test_forward_share"] = res["test_forward_ms"] / 1e3 * evaluations / statistics.median(run)
