@@ -69,8 +69,8 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.
     def train(steps: int, cpu: bool = False) -> float:
         nonlocal done, perm
         clock = time.thread_time if cpu else time.perf_counter
-        start = clock()
-        for step in range(done, done + steps):
+        start, end = clock(), done + steps
+        for step in range(done, end):
             k = step % 1000
             if k == 0:
                 perm = torch.randperm(x.shape[0], generator=generator)
@@ -79,12 +79,12 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if test is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            if test is not None and ((step + 1) % eval_every == 0 or step + 1 == end):
                 model.eval()
                 with torch.no_grad():
                     (model(test[0]).argmax(1) == test[1]).float().mean().item()
                 model.train()
-        done += steps
+        done = end
         return clock() - start
 
     return train
