@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -35,7 +36,10 @@ from bnrepro.data import default_root, load_mnist  # noqa: E402
 from bnrepro.models import MLP, SparseRows  # noqa: E402
 from bnrepro.nn import cpu_kernel  # noqa: E402
 from bnrepro.runlog import peak_memory_mib  # noqa: E402
+from bnrepro.vectorized.loop import StackedSGD  # noqa: E402
+from bnrepro.vectorized.model import StackedMLP  # noqa: E402
 
+STACK = 3  # models per stack in a fig1 sweep on 2 cores: 6 jobs, one stack per core
 TARGETS = {"run_vs_bare": 1.05, "bn_step_vs_torch": 1.10, "eval_share": 0.05, "mnist_load_s": 0.5}
 # the core issue's first, looser bounds, shown beside the targets above
 FIRST_BOUNDS = {"run_vs_bare": 1.15, "bn_step_vs_torch": 1.25}
@@ -84,6 +88,38 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.
                 with torch.no_grad():
                     (model(test[0]).argmax(1) == test[1]).float().mean().item()
                 model.train()
+        done = end
+        return clock() - start
+
+    return train
+
+
+def stacked_loop(x: torch.Tensor, y: torch.Tensor, k: int, cpp: bool) -> Callable[..., float]:
+    """bare_loop's contract for K stacked BN networks as a vectorized sweep trains them (StackedMLP.train_step,
+    StackedSGD), on the C++ step (cpp) or on torch ops with autograd (CUDA's path)."""
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(MLP(bn="before"))
+    stacked = StackedMLP(models)
+    opt = StackedSGD(stacked.params, [0.1] * k, momentum=0.0)
+    generator = torch.Generator().manual_seed(0)
+    done, perm = 0, torch.empty(0, dtype=torch.long)
+
+    def train(steps: int, cpu: bool = False) -> float:
+        nonlocal done, perm
+        clock = time.thread_time if cpu else time.perf_counter
+        start, end = clock(), done + steps
+        cpu_kernel.enabled = cpp
+        try:
+            for step in range(done, end):
+                j = step % 1000
+                if j == 0:
+                    perm = torch.stack([torch.randperm(x.shape[0], generator=generator) for _ in range(k)])
+                stacked.train_step(x, y, perm[:, j * 60:(j + 1) * 60].reshape(-1), [True] * k, max_loss=math.inf)
+                opt.step()
+        finally:
+            cpu_kernel.enabled = True
         done = end
         return clock() - start
 
@@ -150,6 +186,8 @@ def step_ratios(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int, chun
     this thread's CPU time, so that drift and the other core's load hit all alike: us per step, medians."""
     layers = {"ours": bnn.BatchNorm1d, "torch": nn.BatchNorm1d, "ours_torch_ops": TorchOpsBatchNorm1d}
     loops = {name: bare_loop(bare_model("before", layer), x, y) for name, layer in layers.items()}
+    loops |= {"stacked_cpp": stacked_loop(x, y, STACK, cpp=True),
+              "stacked_torch_ops": stacked_loop(x, y, STACK, cpp=False)}
     for loop in loops.values():
         loop(chunk)  # warm-up: allocator, first-call paths, the kernel's load
     per_step: dict[str, list[float]] = {name: [] for name in loops}
@@ -182,6 +220,9 @@ def layer_benchmarks(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int)
         "step_us_ours": step_us["ours"], "step_us_torch": step_us["torch"],
         "bn_step_vs_torch": step_us["ours"] / step_us["torch"],
         "bn_step_torch_ops_vs_torch": step_us["ours_torch_ops"] / step_us["torch"],
+        "stacked_step_us_per_model": step_us["stacked_cpp"] / STACK,
+        "stacked_per_model_vs_single": step_us["stacked_cpp"] / STACK / step_us["ours"],
+        "stacked_torch_ops_vs_cpp": step_us["stacked_torch_ops"] / step_us["stacked_cpp"],
         "layer_fwd_bwd_us_ours": layer_times["ours"] / 2000 * 1e6,
         "layer_fwd_bwd_us_torch": layer_times["torch"] / 2000 * 1e6,
         "layer_vs_torch": layer_times["ours"] / layer_times["torch"],
@@ -233,6 +274,11 @@ def markdown(res: dict, command: str) -> str:
         f"| <= {TARGETS['bn_step_vs_torch']}x | {mark[ok['bn_step_vs_torch']]}{first('bn_step_vs_torch')} |",
         f"| the same step, our BN on its torch-op path (CUDA's; no C++ kernel) / torch's "
         f"| {res['bn_step_torch_ops_vs_torch']:.3f}x | | |",
+        f"| stacked training step of {STACK} BN networks (vectorized sweeps; one call into stacked_cpu.cpp), per "
+        f"network / the single-network step with our BN above | {res['stacked_per_model_vs_single']:.2f}x "
+        f"({res['stacked_step_us_per_model']:.0f} vs {res['step_us_ours']:.0f} us) | | |",
+        f"| the same stacked step on torch ops with autograd (CUDA's path) / on its C++ step "
+        f"| {res['stacked_torch_ops_vs_cpp']:.2f}x | | |",
         f"| BN layer forward+backward alone, ours / torch's (60x100) | {res['layer_vs_torch']:.2f}x "
         f"({res['layer_fwd_bwd_us_ours']:.0f} vs {res['layer_fwd_bwd_us_torch']:.0f} us) | | |",
         f"| evaluation + tracking + logging, share of a default run | {res['eval_share']:.1%} "

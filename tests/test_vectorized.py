@@ -16,7 +16,9 @@ from hydra import compose, initialize_config_dir
 from bnrepro.checkpoint import CHECKPOINT_FILE
 from bnrepro.config import register_configs
 from bnrepro.models import MLP
+from bnrepro.nn import cpu_kernel
 from bnrepro.run import Job
+from bnrepro.vectorized import model as model_module
 from bnrepro.vectorized.group import plan
 from bnrepro.vectorized.loop import StackedSGD
 from bnrepro.vectorized.model import StackedMLP
@@ -39,11 +41,20 @@ def _batch(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 10, (k, 60), generator=g)
 
 
+@pytest.fixture(params=["cpp_step", "torch_ops"])
+def step_path(request, monkeypatch) -> str:
+    """StackedMLP.train_step's two paths: stacked_cpu.cpp's one call, and torch ops with autograd (CUDA's)."""
+    if request.param == "cpp_step":
+        assert model_module._step_kernel() is not None, "stacked_cpu.cpp did not build"
+    monkeypatch.setattr(cpu_kernel, "enabled", request.param == "cpp_step")
+    return request.param
+
+
 @pytest.mark.parametrize("bn_momentum", [0.1, None])
 @pytest.mark.parametrize("bn", ["none", "before", "after"])
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
 def test_stacked_training_steps_equal_each_model_trained_alone(bn: str, activation: str,
-                                                               bn_momentum: float | None) -> None:
+                                                               bn_momentum: float | None, step_path: str) -> None:
     torch.set_num_threads(1)
     cfg = {"bn": bn, "activation": activation, "bn_momentum": bn_momentum}
     alone = _models(3, **cfg)
@@ -52,14 +63,15 @@ def test_stacked_training_steps_equal_each_model_trained_alone(bn: str, activati
     stacked_sgd = StackedSGD(stacked.params, LRS, momentum=0.0)
     for step in range(3):
         x, y = _batch(3, step)
-        logits = stacked(x)
-        losses = [F.cross_entropy(lk, yk) for lk, yk in zip(logits.unbind(0), y.unbind(0))]
-        stacked_sgd.zero_grad()
-        torch.autograd.backward(losses)
+        # the K batches as rows of one training set, each model's taken by index as the loop does
+        idx = torch.randperm(180, generator=torch.Generator().manual_seed(step))
+        train_x, train_y = torch.empty(180, 784), torch.empty(180, dtype=torch.long)
+        train_x[idx], train_y[idx] = x.reshape(180, 784), y.reshape(180)
+        losses = stacked.train_step(train_x, train_y, idx, [True] * 3, max_loss=1e3)
         stacked_sgd.step()
         for k, (model, opt) in enumerate(zip(alone, optimizers)):
             loss = F.cross_entropy(model(x[k]), y[k])
-            assert torch.equal(loss, losses[k])
+            assert loss.item() == losses[k]
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -75,6 +87,27 @@ def test_stacked_training_steps_equal_each_model_trained_alone(bn: str, activati
             model_acts: list[torch.Tensor] = []
             assert torch.equal(model.eval()(test_x, model_acts, unit=2), logits[k])
             assert all(torch.equal(a, b[k]) for a, b in zip(model_acts, acts))
+
+
+@pytest.mark.parametrize("bn", ["none", "before"])
+def test_a_step_gives_gradients_only_to_active_models_within_the_loss_bound(bn: str, step_path: str) -> None:
+    torch.set_num_threads(1)
+    stacked, alone = StackedMLP(_models(3, bn=bn)), _models(3, bn=bn)
+    x, y = _batch(3, 0)
+    losses = [F.cross_entropy(m(xk), yk) for m, xk, yk in zip(alone, x, y)]
+    # model 1 is no longer active; of models 0 and 2, the one with the lower loss is within the bound
+    within, past = sorted((0, 2), key=lambda k: losses[k].item())
+    max_loss = (losses[0].item() + losses[2].item()) / 2
+    assert losses[within].item() < max_loss < losses[past].item()
+    values = stacked.train_step(x.reshape(180, 784), y.reshape(180), torch.arange(180), [True, False, True], max_loss)
+    assert values == [loss.item() for loss in losses]
+    losses[within].backward()
+    for name, param in alone[within].named_parameters():
+        grad = stacked.tensors[name].grad
+        assert torch.equal(grad[within].reshape(param.shape), param.grad), name
+        assert not grad[[k for k in range(3) if k != within]].any(), name
+    stacked.train_step(x.reshape(180, 784), y.reshape(180), torch.arange(180), [False, True, False], max_loss=-1.0)
+    assert all(p.grad is not None for p in stacked.params)  # no model within the bound: no backward at all
 
 
 def _job(tmp_path: Path, *overrides: str) -> Job:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -40,10 +39,6 @@ class StackedSGD:
         # (K, 1, 1): broadcasts over every stacked parameter, all of them (K, rows, cols)
         self.neg_lr = torch.tensor([-lr for lr in lrs], device=self.params[0].device).view(len(lrs), 1, 1)
         self.buffers: list[Tensor] | None = None  # momentum buffers, created at the first step as SGD does
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -132,21 +127,14 @@ def train_stacked(model: StackedMLP, optimizer: StackedSGD, specs: Sequence[Mode
         if j == 0:
             perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
         idx = perms[:, j * batch_size:(j + 1) * batch_size].reshape(-1)  # (K*B,) model-major
-        xb = train_x.index_select(0, idx).view(k_models, batch_size, -1)
-        yb = train_y.index_select(0, idx).view(k_models, batch_size)
-        logits = model(xb)  # (K, B, 10)
-        # one cross-entropy per model: the same kernel, and so the same loss and gradient bits, as alone
-        losses = [F.cross_entropy(lk, yk) for lk, yk in zip(logits.unbind(0), yb.unbind(0))]
-        values = torch.stack(losses).tolist()
+        # only the models still training take a gradient; the others' slices get zeros and stay put
+        values = model.train_step(train_x, train_y, idx, [k in active for k in range(k_models)], max_loss)
         for k in list(active):
             if not values[k] <= max_loss:  # NaN, inf or past the bound: a result, not a crash
                 end(k, "diverged", step)
                 active.remove(k)
         if not active:
             break
-        optimizer.zero_grad()
-        # only the models still training take a gradient; the others' slices get zeros and stay put
-        torch.autograd.backward([losses[k] for k in active])
         optimizer.step()
         for k in active:
             state = states[k]
