@@ -61,41 +61,52 @@ def bare_model(bn: str, bn_layer: type[nn.Module]) -> nn.Sequential:
     return model
 
 
-def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.1,
-              test: tuple[torch.Tensor, torch.Tensor] | None = None, eval_every: int = 500) -> Callable[[int], float]:
-    """A function that trains `model` `steps` more SGD steps of batch 60 (batches by index_select from a
-    per-epoch permutation; given test data, test accuracy on all of it every eval_every steps, as a run's
-    evaluations) and returns the seconds they took: wall time, or this thread's CPU time with cpu=True."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(0)
-    done, perm = 0, torch.empty(0, dtype=torch.long)
+def timed_steps(step: Callable[[int, int], None]) -> Callable[..., float]:
+    """A function that runs step(i, end) for `steps` more steps i (end: one past this call's last) and returns
+    the seconds they took: wall time, or this thread's CPU time with cpu=True."""
+    done = 0
 
     def train(steps: int, cpu: bool = False) -> float:
-        nonlocal done, perm
+        nonlocal done
         clock = time.thread_time if cpu else time.perf_counter
         start, end = clock(), done + steps
-        for step in range(done, end):
-            k = step % 1000
-            if k == 0:
-                perm = torch.randperm(x.shape[0], generator=generator)
-            idx = perm[k * 60:(k + 1) * 60]
-            loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if test is not None and ((step + 1) % eval_every == 0 or step + 1 == end):
-                model.eval()
-                with torch.no_grad():
-                    (model(test[0]).argmax(1) == test[1]).float().mean().item()
-                model.train()
+        for i in range(done, end):
+            step(i, end)
         done = end
         return clock() - start
 
     return train
 
 
+def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.1,
+              test: tuple[torch.Tensor, torch.Tensor] | None = None, eval_every: int = 500) -> Callable[..., float]:
+    """timed_steps of SGD on `model`, batch 60 (batches by index_select from a per-epoch permutation; given test
+    data, test accuracy on all of it every eval_every steps, as a run's evaluations)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(0)
+    perm = torch.empty(0, dtype=torch.long)
+
+    def step(i: int, end: int) -> None:
+        nonlocal perm
+        k = i % 1000
+        if k == 0:
+            perm = torch.randperm(x.shape[0], generator=generator)
+        idx = perm[k * 60:(k + 1) * 60]
+        loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if test is not None and ((i + 1) % eval_every == 0 or i + 1 == end):
+            model.eval()
+            with torch.no_grad():
+                (model(test[0]).argmax(1) == test[1]).float().mean().item()
+            model.train()
+
+    return timed_steps(step)
+
+
 def stacked_loop(x: torch.Tensor, y: torch.Tensor, k: int, cpp: bool) -> Callable[..., float]:
-    """bare_loop's contract for K stacked BN networks as a vectorized sweep trains them (StackedMLP.train_step,
+    """timed_steps of K stacked BN networks as a vectorized sweep trains them (StackedMLP.train_step,
     StackedSGD), on the C++ step (cpp) or on torch ops with autograd (CUDA's path)."""
     models = []
     for seed in range(k):
@@ -104,26 +115,21 @@ def stacked_loop(x: torch.Tensor, y: torch.Tensor, k: int, cpp: bool) -> Callabl
     stacked = StackedMLP(models)
     opt = StackedSGD(stacked.params, [0.1] * k, momentum=0.0)
     generator = torch.Generator().manual_seed(0)
-    done, perm = 0, torch.empty(0, dtype=torch.long)
+    perm = torch.empty(0, dtype=torch.long)
 
-    def train(steps: int, cpu: bool = False) -> float:
-        nonlocal done, perm
-        clock = time.thread_time if cpu else time.perf_counter
-        start, end = clock(), done + steps
+    def step(i: int, end: int) -> None:
+        nonlocal perm
+        j = i % 1000
+        if j == 0:
+            perm = torch.stack([torch.randperm(x.shape[0], generator=generator) for _ in range(k)])
         cpu_kernel.enabled = cpp
         try:
-            for step in range(done, end):
-                j = step % 1000
-                if j == 0:
-                    perm = torch.stack([torch.randperm(x.shape[0], generator=generator) for _ in range(k)])
-                stacked.train_step(x, y, perm[:, j * 60:(j + 1) * 60].reshape(-1), [True] * k, max_loss=math.inf)
-                opt.step()
+            stacked.train_step(x, y, perm[:, j * 60:(j + 1) * 60].reshape(-1), [True] * k, max_loss=math.inf)
         finally:
             cpu_kernel.enabled = True
-        done = end
-        return clock() - start
+        opt.step()
 
-    return train
+    return timed_steps(step)
 
 
 def child(cmd: list[str]) -> str:

@@ -57,6 +57,14 @@ void set_grad(const at::Tensor& param, const at::Tensor& grad) {
   if (param.defined()) param.mutable_grad() = grad;
 }
 
+// normalize's closed-form backward: gamma's and beta's gradients into their .grad; returns dx
+at::Tensor normalize_backward(const Layer& layer, const Forward& norm, const at::Tensor& grad) {
+  const Grads bn = backward(grad, norm.xhat, norm.k, true, true);
+  set_grad(layer.gamma, bn.dgamma);
+  set_grad(layer.beta, bn.dbeta);
+  return bn.dx;
+}
+
 }  // namespace
 
 // layers: [weight, bias, gamma, beta, running_mean, running_var, num_batches_tracked] per linear layer, the
@@ -121,17 +129,11 @@ at::Tensor train_step(const at::Tensor& train_x, const at::Tensor& train_y, cons
     const Layer& layer = layers[i];
     if (i < L - 1) {
       if (layer.has_norm() && !bn_before) {
-        const Grads bn = backward(g, saved[i].norm.xhat, saved[i].norm.k, true, true);
-        set_grad(layer.gamma, bn.dgamma);
-        set_grad(layer.beta, bn.dbeta);
-        g = bn.dx;
+        g = normalize_backward(layer, saved[i].norm, g);
       }
       g = activation_backward(g, saved[i].act, act);
       if (bn_before) {
-        const Grads bn = backward(g, saved[i].norm.xhat, saved[i].norm.k, true, true);
-        set_grad(layer.gamma, bn.dgamma);
-        set_grad(layer.beta, bn.dbeta);
-        g = bn.dx;
+        g = normalize_backward(layer, saved[i].norm, g);
       }
     }
     set_grad(layer.weight, at::bmm(g.transpose(1, 2), saved[i].input));
