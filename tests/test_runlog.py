@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bnrepro.runlog import METRICS_FILE, write_metrics, write_summary
+from bnrepro.run.runlog import METRICS_FILE, write_metrics, write_summary
 
 
 def rows_csv(rows: list[dict[str, float]]) -> str:

@@ -13,15 +13,14 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from bnrepro.checkpoint import CHECKPOINT_FILE
-from bnrepro.config import register_configs
-from bnrepro.models import MLP
+from bnrepro.config import register_configs, validate
+from bnrepro.launch.vectorized import plan
+from bnrepro.models import MLP, StackedMLP
+from bnrepro.models import mlp as model_module
 from bnrepro.nn import cpu_kernel
-from bnrepro.run import Job
-from bnrepro.vectorized import model as model_module
-from bnrepro.vectorized.group import plan
-from bnrepro.vectorized.loop import StackedSGD
-from bnrepro.vectorized.model import StackedMLP
+from bnrepro.run.checkpoint import CHECKPOINT_FILE
+from bnrepro.run.job import Job
+from bnrepro.training.optim import StackedSGD
 
 REPO = Path(__file__).resolve().parent.parent
 LRS = [0.1, 0.5, 3.0]
@@ -113,7 +112,7 @@ def test_a_step_gives_gradients_only_to_active_models_within_the_loss_bound(bn: 
 def _job(tmp_path: Path, *overrides: str) -> Job:
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
+        cfg = validate(compose("config", overrides=list(overrides)))
     run_dir = tmp_path / "_".join(overrides)
     return Job(cfg=cfg, run_dir=run_dir, device=torch.device("cpu"), wandb_mode="disabled", wandb_group=None,
                threads=1, prior=None)

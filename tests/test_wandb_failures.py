@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bnrepro.wandb_run import WandbRun
+from bnrepro.run.wandb_run import WandbRun
 
 SHORT = ("train.steps=100", "train.eval_every=50", "train.progress=false", "wandb.mode=online")
 # a closed local port: the connection is refused at once, as with no network at all, and nothing leaves

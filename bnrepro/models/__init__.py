@@ -1,6 +1,7 @@
-"""Networks of the paper's experiments, and the sparse input their evaluation reads."""
+"""Models, each a part named by `conf/model/<name>.yaml`; base.py is the contract they keep."""
 
-from bnrepro.models.mlp import MLP
+from bnrepro.models.base import Model, Stacked
+from bnrepro.models.mlp import MLP, StackedMLP
 from bnrepro.models.sparse import SparseRows
 
-__all__ = ["MLP", "SparseRows"]
+__all__ = ["MLP", "Model", "SparseRows", "Stacked", "StackedMLP"]

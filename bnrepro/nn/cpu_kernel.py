@@ -1,6 +1,6 @@
 """bnrepro's C++ CPU kernels, each compiled on first use and cached by torch.
 
-batchnorm_cpu.cpp is the BN layer's (bnrepro/nn/batchnorm.py); bnrepro/vectorized/stacked_cpu.cpp is a stacked
+batchnorm_cpu.cpp is the BN layer's (bnrepro/nn/batchnorm.py); bnrepro/models/stacked_cpu.cpp is a stacked
 model's whole training step. Both include batchnorm_cpu.h. The first call in a fresh environment compiles a
 kernel (20-40 s, with the machine's C++ compiler and ninja); later processes load the cached library in ~10 ms.
 Where one cannot be built, its callers fall back to torch ops, with a warning.

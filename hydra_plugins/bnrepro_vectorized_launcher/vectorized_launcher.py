@@ -27,8 +27,8 @@ class VectorizedLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from bnrepro.launch.vectorized import train_jobs
         from bnrepro.train import prepare, report
-        from bnrepro.vectorized.launch import train_jobs
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None

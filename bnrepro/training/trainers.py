@@ -1,0 +1,120 @@
+"""What the training loop drives: one model with torch's autograd and optimizer, or K stacked models.
+
+Both keep the loop's Trainer interface (loop.py), so the loop's mechanics (batch order, evaluation points,
+divergence, probes, checkpoints, signals, progress) exist once; a stack is a speed trick of its model
+(Model.stack) that gives each model the bits it gets alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bnrepro.models.base import Model
+from bnrepro.probes.base import ProbeView, norms_of
+from bnrepro.training.evaluation import Evaluation, Evaluator
+from bnrepro.training.optim import StackedSGD
+
+
+def bn_columns(model: Model) -> dict[str, str]:
+    """grad_norm/<gamma|beta>/<layer> -> the parameter's name, gamma's of every layer first."""
+    names = dict(model.named_parameters())
+    return {f"grad_norm/{label}/{layer}": f"{prefix}.{attr}"
+            for label, attr in (("gamma", "weight"), ("beta", "bias"))
+            for layer, prefix in model.norm_params().items() if f"{prefix}.{attr}" in names}
+
+
+class SingleTrainer:
+    """One model, trained with its own forward, autograd's backward and a torch optimizer: the path users extend."""
+
+    k = 1
+
+    def __init__(self, model: Model, optimizer: torch.optim.Optimizer, train_x: Tensor, train_y: Tensor,
+                 evaluator: Evaluator) -> None:
+        self.model, self.optimizer, self.evaluator = model, optimizer, evaluator
+        self.train_x, self.train_y = model.prepare_inputs(train_x, evaluation=False), train_y
+        self._bn_columns = bn_columns(model)
+        model.train()
+
+    def step(self, idx: Tensor, active: Sequence[bool], max_loss: float) -> list[float]:
+        logits = self.model(self.train_x.index_select(0, idx))
+        loss = F.cross_entropy(logits, self.train_y.index_select(0, idx))
+        value = loss.item()
+        if active[0] and value <= max_loss:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        return [value]
+
+    def update(self) -> None:
+        self.optimizer.step()
+
+    def evaluate(self) -> list[Evaluation]:
+        return self.evaluator(self.model)
+
+    def _grads(self) -> dict[str, Tensor | None]:
+        return {name: p.grad for name, p in self.model.named_parameters()}
+
+    def grad_norms(self, k: int) -> dict[str, float]:
+        return norms_of(self._grads(), self._bn_columns)
+
+    def probe_view(self, k: int, step: int) -> ProbeView:
+        return ProbeView(step, self.model, self._grads(), stacked=False)
+
+    def export(self, k: int) -> tuple[Model, torch.optim.Optimizer]:
+        return self.model, self.optimizer
+
+
+class StackedTrainer:
+    """K models of one stackable class as one stacked model (Model.stack), with a learning rate per model."""
+
+    def __init__(self, models: Sequence[Model], optimizers: Sequence[torch.optim.SGD], lrs: Sequence[float],
+                 momentum: float, train_x: Tensor, train_y: Tensor, evaluator: Evaluator) -> None:
+        self.models, self.optimizers, self.evaluator = list(models), list(optimizers), evaluator
+        self.k = len(models)
+        stack = type(models[0]).stack(models)
+        if stack is None:
+            raise ValueError(f"{type(models[0]).__name__} does not stack")
+        self.stack = stack.train()
+        self.optimizer = StackedSGD(stack.params, lrs, momentum)
+        self.optimizer.buffers = _momentum_buffers(optimizers, models, stack.params)
+        self.train_x, self.train_y = models[0].prepare_inputs(train_x, evaluation=False), train_y
+        self._bn_columns = bn_columns(models[0])
+
+    def step(self, idx: Tensor, active: Sequence[bool], max_loss: float) -> list[float]:
+        # only the models still training take a gradient; the others' slices get zeros and stay put
+        return self.stack.train_step(self.train_x, self.train_y, idx, active, max_loss)
+
+    def update(self) -> None:
+        self.optimizer.step()
+
+    def evaluate(self) -> list[Evaluation]:
+        return self.evaluator(self.stack)
+
+    def grad_norms(self, k: int) -> dict[str, float]:
+        return norms_of(self.stack.member_grads(k), self._bn_columns)
+
+    def probe_view(self, k: int, step: int) -> ProbeView:
+        return ProbeView(step, self.models[k], self.stack.member_grads(k), stacked=True)
+
+    def export(self, k: int) -> tuple[Model, torch.optim.Optimizer]:
+        """Model k in a single run's form (weights, BN statistics, momentum buffer): any launcher can resume it."""
+        model, optimizer = self.models[k], self.optimizers[k]
+        self.stack.export(k, model)
+        if self.optimizer.buffers is not None:
+            for p, buf in zip(model.parameters(), self.optimizer.buffers):
+                optimizer.state[p]["momentum_buffer"] = buf[k].reshape(p.shape).clone()
+        return model, optimizer
+
+
+def _momentum_buffers(optimizers: Sequence[torch.optim.Optimizer], models: Sequence[Model],
+                      params: Sequence[Tensor]) -> list[Tensor] | None:
+    """The resumed models' SGD momentum buffers, stacked as the stack stacks their parameters."""
+    per_model: list[list[Any]] = [[opt.state.get(p, {}).get("momentum_buffer") for p in m.parameters()]
+                                  for opt, m in zip(optimizers, models)]
+    if any(b is None for bufs in per_model for b in bufs):
+        return None
+    return [torch.stack([bufs[i] for bufs in per_model]).view(p.shape) for i, p in enumerate(params)]

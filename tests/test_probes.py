@@ -1,0 +1,78 @@
+"""Probes: per-step measurements declared in config, written to metrics.csv, never changing the trajectory."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bnrepro.models import MLP
+from bnrepro.probes import ProbeView
+from bnrepro.probes.grad_norms import WeightGradNorms
+
+SHORT = ("train.steps=300", "train.eval_every=100", "train.progress=false", "wandb.mode=disabled")
+PROBE = ("probes=[grad_norms]", "probes.grad_norms.every=40")
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_training(plain: Path, probed: Path) -> list[dict[str, str]]:
+    """The probed run's evaluation rows, restricted to the plain run's columns, are the plain run's, as text;
+    returns the probed run's rows."""
+    rows, probed_rows = read(plain / "metrics.csv"), read(probed / "metrics.csv")
+    evaluated = [r for r in probed_rows if r["test_acc"] != ""]
+    assert [{k: r[k] for k in rows[0]} for r in evaluated] == rows
+    return probed_rows
+
+
+def test_a_probe_adds_columns_and_rows_and_leaves_the_metrics_bit_for_bit(cli, tmp_path: Path) -> None:
+    cli("model.bn=before", *SHORT, f"hydra.run.dir={tmp_path / 'plain'}")
+    cli("model.bn=before", *SHORT, *PROBE, f"hydra.run.dir={tmp_path / 'probed'}")
+    rows = assert_same_training(tmp_path / "plain", tmp_path / "probed")
+    columns = [f"grad_norm/weight/{layer}" for layer in ("h1", "h2", "h3", "out")]
+    assert list(rows[0])[-4:] == columns
+    measured = [r for r in rows if r[columns[0]] != ""]
+    assert [int(r["step"]) for r in measured] == list(range(40, 301, 40))
+    assert all(0 < float(r[c]) < math.inf for r in measured for c in columns)
+    # a probe-only step is a row of its own: no evaluation there
+    assert all(r["test_acc"] == "" for r in measured if int(r["step"]) % 100)
+
+
+def test_a_probe_inside_a_stack_leaves_every_model_as_alone(cli, tmp_path: Path) -> None:
+    sweep = ("-m", "seed=0,1", "model.bn=before", *SHORT)
+    cli(*sweep, f"hydra.sweep.dir={tmp_path / 'plain'}")
+    cli(*sweep, *PROBE, "hydra/launcher=vectorized", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={tmp_path / 'stk'}")
+    plain = sorted((tmp_path / "plain").glob("*/metrics.csv"))
+    stacked = sorted((tmp_path / "stk").glob("*/metrics.csv"))
+    assert len(plain) == len(stacked) == 2
+    for a, b in zip(plain, stacked):
+        assert_same_training(a.parent, b.parent)
+
+
+def test_weight_grad_norms_are_the_gradients_norms() -> None:
+    torch.manual_seed(0)
+    model = MLP(bn="before", hidden=[20, 10])
+    x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
+    probe = WeightGradNorms(every=1)
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(math.isnan(v) for v in probe.measure(ProbeView(0, model, grads, stacked=False)).values())
+    F.cross_entropy(model(x), y).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    values = probe.measure(ProbeView(1, model, grads, stacked=False))
+    assert list(values) == probe.columns(model) == ["grad_norm/weight/h1", "grad_norm/weight/h2",
+                                                     "grad_norm/weight/out"]
+    expected = [model.hidden[0].linear.weight, model.hidden[1].linear.weight, model.out.weight]
+    assert list(values.values()) == pytest.approx([w.grad.norm().item() for w in expected], rel=1e-6)
+
+
+def test_a_bad_probe_setting_is_one_line(cli, tmp_path: Path) -> None:
+    proc = cli(*PROBE[:1], "probes.grad_norms.every=0", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "probes.grad_norms.every=0" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
