@@ -7,22 +7,28 @@ The expected numbers are recomputed here straight from each run's summary.json, 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections.abc import Iterator
 from itertools import takewhile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from matplotlib.figure import Figure
 from PIL import Image
 
 from bnrepro.config import OptimConfig
-from bnrepro.report import draw
+from bnrepro.report import draw, sections
 from bnrepro.report.claims import distribution_stable, x30_ends_highest
 from bnrepro.report.cli import main
 from bnrepro.report.load import load_runs
+from bnrepro.report.markdown import Section, Skipped
+from bnrepro.report.names import data_name, model_name
+from bnrepro.report.sections import Context, section, unregister
 from bnrepro.report.slices import choose_base_lr
-from bnrepro.report.stats import Drift
+from bnrepro.report.stats import Drift, taps
 
 # single-threaded torch: on a 2-core box this tiny MLP trains ~10x faster than with 2 threads
 SHORT = ("train.steps=300", "train.eval_every=100", "train.progress=false", "train.num_threads=1",
@@ -62,8 +68,8 @@ def _runs(*folders: Path) -> pd.DataFrame:
 
 
 def _table(md: str, title: str) -> pd.DataFrame:
-    """The markdown table under `### title`, cells as strings."""
-    lines = md.split(f"### {title}\n", 1)[1].splitlines()
+    """The markdown table under the heading `title` (## or ###), cells as strings."""
+    lines = re.split(rf"^#+ {re.escape(title)}\n", md, maxsplit=1, flags=re.MULTILINE)[1].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     block = takewhile(lambda line: line.startswith("|"), lines[start:])
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in block]
@@ -165,7 +171,7 @@ def test_figures_show_seed_counts_and_share_the_percentile_scale(sweeps: list[Pa
     groups = [(bn, bn, rs.runs[rs.runs["model.bn"] == bn]) for bn in ("none", "before")]
     fig = draw.accuracy_figure(rs.metrics, groups, "t")
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["none (n=2)", "before (n=2)"]
-    fig = draw.percentile_figure(rs.metrics, groups, [("h3", ["act/h3/p15", "act/h3/p50", "act/h3/p85"])])
+    fig = draw.percentile_figure(rs.metrics, groups, [("h3", ["act/h3/p15", "act/h3/p50", "act/h3/p85"])], "t")
     low, high = fig.axes[0].get_ylim()
     assert fig.axes[1].get_ylim() == (low, high) and low <= -2 and high >= 2
 
@@ -222,3 +228,157 @@ def test_stable_means_a_clear_difference_not_any(bn_median: float, bn_spread: fl
     (0.9780, 0.0010, "reproduced"), (0.9772, 0.0015, "partly reproduced"), (0.9760, 0.0015, "not reproduced")])
 def test_x30_beats_x5_only_by_more_than_the_seed_spread(x30: float, noise: float, expected: str) -> None:
     assert x30_ends_highest(x30, 0.9770, noise).verdict == expected
+
+
+def _copy_runs(folders: list[Path], to: Path) -> list[Path]:
+    """Copies of the run folders under `folders`, one subfolder per source folder (sweep files left behind)."""
+    copies = []
+    for folder in folders:
+        for i, summary in enumerate(sorted(folder.rglob("summary.json"))):
+            shutil.copytree(summary.parent, to / folder.name / f"run{i}")
+        copies.append(to / folder.name)
+    return copies
+
+
+def _png_title(path: Path) -> str:
+    with Image.open(path) as img:
+        return img.text["Title"]
+
+
+def test_every_figure_file_is_declared_by_a_registered_section(report: Path) -> None:
+    made = {p.stem for p in report.iterdir() if p.suffix in (".png", ".pdf")}
+    assert made == set(sections.stems()) == set(FIGURES)
+
+
+TEST_STEM = "runs_per_bn_from_a_test"
+
+
+def _runs_per_bn(ctx: Context) -> Section | Skipped:
+    title = "Runs per BN mode (a section registered by a test)"
+    if len(ctx.runs) < 2:
+        return Skipped(title, "fewer than two runs")
+    fig = Figure()
+    counts = ctx.runs["model.bn"].value_counts()
+    fig.subplots().bar(counts.index, counts.to_numpy())
+    return Section(title, f"{len(ctx.runs)} runs of {ctx.model}.", files=ctx.save(fig, TEST_STEM))
+
+
+@pytest.fixture
+def section_from_a_test() -> Iterator[None]:
+    section(order=15, stems=(TEST_STEM,))(_runs_per_bn)
+    yield
+    unregister(_runs_per_bn)
+
+
+@pytest.mark.usefixtures("section_from_a_test")
+def test_a_registered_section_appears_in_order_and_its_stale_figure_is_cleared(sweeps: list[Path],
+                                                                               tmp_path: Path) -> None:
+    main([str(sweeps[0]), "--out", str(tmp_path)])
+    md = (tmp_path / "report.md").read_text()
+    assert "*4 runs of MLP.*" in md and (tmp_path / f"{TEST_STEM}.png").exists()
+    # order 15: after Figure 1(a) (10), before Figure 1(b, c) (20)
+    headings = [line for line in md.splitlines() if line.startswith("### ")]
+    mine = headings.index("### Runs per BN mode (a section registered by a test)")
+    assert headings[mine - 1].startswith("### Figure 1(a)") and headings[mine + 1].startswith("### Figure 1(b, c)")
+
+    one_run = next(sweeps[0].rglob("summary.json")).parent  # too few runs: the section skips itself
+    main([str(one_run), "--out", str(tmp_path)])
+    md = (tmp_path / "report.md").read_text()
+    assert "- **Runs per BN mode (a section registered by a test)**: fewer than two runs" in md
+    assert not (tmp_path / f"{TEST_STEM}.png").exists() and not (tmp_path / f"{TEST_STEM}.pdf").exists()
+
+
+def test_a_figure_stem_must_be_declared_and_belongs_to_one_section(tmp_path: Path) -> None:
+    empty = pd.DataFrame()
+    ctx = Context(empty, empty, [], None, tmp_path, "MLP", "MNIST")
+    with pytest.raises(ValueError, match="not declared"):
+        ctx.save(Figure(), "undeclared_stem")
+    with pytest.raises(ValueError, match="already declared"):
+        section(order=99, stems=("fig1a_test_accuracy",))(_runs_per_bn)
+    assert "_runs_per_bn" not in {e.name.rsplit(".", 1)[-1] for e in sections.registered()}
+
+
+def _add_probe_rows(metrics_csv: Path) -> None:
+    """Per-step probe rows between and at evaluation steps: only a probe column, everything else empty."""
+    evals = pd.read_csv(metrics_csv)
+    probe_steps = [s for s in range(0, int(evals["step"].max()) + 1, 50) if s > 0]
+    probes = pd.DataFrame({"step": probe_steps, "grad_norm/weight/h1": [0.5 + s for s in probe_steps]})
+    rows = pd.concat([evals, probes], ignore_index=True).sort_values("step", kind="stable")
+    rows.to_csv(metrics_csv, index=False)
+
+
+def test_probe_rows_change_no_table_claim_or_figure(report: Path, sweeps: list[Path], tmp_path: Path) -> None:
+    copies = _copy_runs(sweeps, tmp_path / "runs")
+    for metrics_csv in (tmp_path / "runs").rglob("metrics.csv"):
+        _add_probe_rows(metrics_csv)
+    probed = pd.read_csv(next((tmp_path / "runs").rglob("metrics.csv")))
+    assert probed["test_acc"].isna().sum() >= 2 and "grad_norm/weight/h1" in probed  # the copies do have probes
+
+    main([*map(str, copies), "--out", str(tmp_path / "report")])
+    md, md_probed = (report / "report.md").read_text(), (tmp_path / "report" / "report.md").read_text()
+    for title in ("The paper's claims at a glance", "Accuracy per configuration",
+                  "Steps to reach the baseline's best accuracy (Sec. 4.2's table, small)",
+                  "Divergence per learning rate"):
+        pd.testing.assert_frame_equal(_table(md_probed, title), _table(md, title))
+    assert {p.stem for p in (tmp_path / "report").glob("*.png")} == set(FIGURES)
+
+
+def test_titles_and_captions_name_the_model_and_data_set(sweeps: list[Path], tmp_path: Path) -> None:
+    (copy,) = _copy_runs([sweeps[0]], tmp_path / "runs")
+    for summary_path in copy.rglob("summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary_path.write_text(json.dumps({**summary, "model_name": "CNN", "data_name": "Fashion-MNIST"}))
+    main([str(copy), "--out", str(tmp_path / "report")])
+    out = tmp_path / "report"
+    md = (out / "report.md").read_text()
+
+    assert _png_title(out / "fig1a_test_accuracy.png") == "Fashion-MNIST test accuracy (CNN)"
+    assert _png_title(out / "fig1bc_percentiles.png").endswith("over the Fashion-MNIST test set (CNN)")
+    assert "- Model: CNN; data set: Fashion-MNIST" in md
+    assert "Test accuracy on the Fashion-MNIST test set vs training step" in md
+    prose = "\n".join(line for line in md.splitlines() if not line.startswith("|"))  # the setup table has paths
+    assert "MNIST" not in prose.replace("Fashion-MNIST", "") and "10k" not in prose
+
+
+def test_names_come_from_the_summary_then_the_config_target_then_the_paper() -> None:
+    runs = pd.DataFrame([
+        {"model_name": "CNN", "model._target_": "bnrepro.models.other.Other", "data_name": "Fashion-MNIST"},
+        {"model._target_": "bnrepro.models.cnn.CNN", "data._target_": "bnrepro.data.fashion_mnist.FashionMNIST"},
+        {}])
+    assert [model_name(runs.iloc[[i]]) for i in range(3)] == ["CNN", "CNN", "MLP"]
+    assert [data_name(runs.iloc[[i]]) for i in range(3)] == ["Fashion-MNIST", "FashionMNIST", "MNIST"]
+    assert data_name(runs) == "Fashion-MNIST, FashionMNIST, MNIST"  # a mixed run set names each once
+
+
+def test_taps_keep_the_models_order_from_metrics_columns() -> None:
+    convnet = pd.DataFrame({"step": [100], "act/stem/p50": [0.1], "act/block1/p50": [0.2], "act/head/p50": [0.3],
+                            "run": "convnet"})
+    mlp = pd.DataFrame({"step": [100], "test_acc": [0.9], "act/h1/p50": [0.1], "act/h2/p50": [0.2],
+                        "act/h10/p50": [0.3], "run": "mlp"})
+    metrics = pd.concat([convnet, mlp], ignore_index=True)
+    assert taps(metrics) == ["stem", "block1", "head", "h1", "h2", "h10"]
+    assert taps(metrics[metrics["run"] == "mlp"]) == ["h1", "h2", "h10"]  # the other model's columns are empty
+
+
+def test_settings_of_another_model_do_not_break_the_slices(sweeps: list[Path], tmp_path: Path) -> None:
+    """Half the fig1 runs become "CNN" runs, with model keys the MLP lacks and without model.hidden."""
+    (copy,) = _copy_runs([sweeps[0]], tmp_path / "runs")
+    for summary_path in copy.rglob("summary.json"):
+        config_path = summary_path.parent / ".hydra" / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        if config["seed"] == 1:
+            del config["model"]["hidden"]
+            config["model"] |= {"_target_": "bnrepro.models.cnn.CNN", "channels": [8, 16], "dropout": 0.1}
+            config_path.write_text(yaml.safe_dump(config))
+            summary = json.loads(summary_path.read_text())
+            summary_path.write_text(json.dumps({**summary, "model_name": "CNN"}))
+    main([str(copy), "--out", str(tmp_path / "report")])
+    md = (tmp_path / "report" / "report.md").read_text()
+
+    table = _table(md, "Accuracy per configuration")
+    assert len(table) == 4 and set(table["n"]) == {"1"}  # 2 models x 2 BN modes, one seed each
+    assert set(table["channels"]) == {"[8,16]", "–"}  # the MLP has no channels
+    fig1a_title = _png_title(tmp_path / "report" / "fig1a_test_accuracy.png")
+    assert fig1a_title in ("MNIST test accuracy (MLP)", "MNIST test accuracy (CNN)")  # pinned to one model
+    assert "- Model: MLP, CNN; data set: MNIST" in md
+    assert "channels=None" not in md and "dropout=None" not in md  # a setting the pinned model lacks reads "–"

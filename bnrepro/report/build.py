@@ -1,4 +1,8 @@
-"""Run folders -> figures and report.md in one folder: load, pick slices, draw, tabulate, write."""
+"""Run folders -> figures and report.md in one folder: load, drop re-runs, run every registered section, write.
+
+What the report shows is up to the sections (bnrepro.report.sections); this module only prepares
+their shared Context and assembles what they return.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bnrepro.report import figures, provenance, slices, tables
+from bnrepro.report import provenance, sections, slices
 from bnrepro.report.load import RunSet, load_runs
 from bnrepro.report.markdown import Report, Section, Skipped, render
+from bnrepro.report.names import data_name, model_name
 
 
 def default_out(rs: RunSet) -> Path:
@@ -31,14 +36,15 @@ def _setup(runs: pd.DataFrame, config_keys: list[str], varying: list[str]) -> pd
     return pd.DataFrame(rows, columns=["setting", "value", ""])
 
 
-def _overview(paths: list[Path], rs: RunSet, runs: pd.DataFrame, varying: list[str],
-              base_lr: float | None, how: str) -> list[str]:
+def _overview(paths: list[Path], rs: RunSet, ctx: sections.Context, how: str) -> list[str]:
+    runs, varying, base_lr = ctx.runs, ctx.varying, ctx.base_lr
     statuses = ", ".join(f"{s} {n}" for s, n in Counter(rs.runs["status"]).most_common())
     n_configs = len(slices.configurations(runs, varying))
     lines = [f"Loaded {len(rs.runs)} runs from {', '.join(map(str, paths))} ({len(rs.sweeps)} sweep "
              f"folder(s)); status: {statuses}",
              f"Used in figures and tables: {len(runs)} finished runs (completed or diverged) in {n_configs} "
-             "configuration(s)" + (f", varying {', '.join(varying)}" if varying else "")]
+             "configuration(s)" + (f", varying {', '.join(varying)}" if varying else ""),
+             f"Model: {ctx.model}; data set: {ctx.data}"]
     lines.append(f"Base learning rate (1x): {base_lr:g}, {how}" if base_lr is not None
                  else f"Base learning rate: unknown ({how})")
     if "wall_time_s" in runs and len(runs):
@@ -49,18 +55,10 @@ def _overview(paths: list[Path], rs: RunSet, runs: pd.DataFrame, varying: list[s
     return lines
 
 
-def _sections(runs: pd.DataFrame, metrics: pd.DataFrame, varying: list[str], lr: float | None,
-              out: Path) -> list[Section | Skipped]:
-    if runs.empty:
+def _sections(ctx: sections.Context) -> list[Section | Skipped]:
+    if ctx.runs.empty:
         return [Skipped("All figures and tables", "no finished runs")]
-    return [figures.fig1a(runs, metrics, varying, lr, out),
-            *figures.fig1bc(runs, metrics, varying, lr, out),
-            figures.lr_sweep(runs, varying, lr, out),
-            figures.bn_placement(runs, metrics, varying, lr, out),
-            figures.grad_norms(runs, metrics, varying, lr, out),
-            tables.accuracy_section(runs, varying),
-            tables.steps_section(runs, metrics, varying, lr),
-            tables.divergence_section(runs, varying, lr)]
+    return [entry.build(ctx) for entry in sections.registered()]
 
 
 def build_report(paths: list[Path], out: Path | None = None, base_lr: float | None = None) -> Path:
@@ -71,7 +69,7 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
                                 + "".join(f"\n  {p}" for p in rs.problems))
     out = out or default_out(rs)
     out.mkdir(parents=True, exist_ok=True)
-    for stem in figures.STEMS:  # a figure this run set cannot make must not survive from an older report
+    for stem in sections.stems():  # a figure this run set cannot make must not survive from an older report
         for suffix in (".png", ".pdf"):
             (out / f"{stem}{suffix}").unlink(missing_ok=True)
 
@@ -83,11 +81,13 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
     metrics = rs.metrics[rs.metrics["run"].isin(runs["run"])]
     varying = slices.varying_keys(runs, rs.config_keys)
     lr, how = slices.choose_base_lr(runs, base_lr)
-    items = _sections(runs, metrics, varying, lr, out)
+    named = runs if len(runs) else rs.runs  # with no finished run, the loaded ones still say what was trained
+    ctx = sections.Context(runs, metrics, varying, lr, out, model_name(named), data_name(named))
+    items = _sections(ctx)
     names = sorted({str(n) for n in rs.runs["name"].dropna()}) if "name" in rs.runs else []
     report = Report(
         title=f"Batch Normalization reproduction report: {', '.join(names) or 'runs'}",
-        overview=_overview(paths, rs, runs, varying, lr, how), problems=problems,
+        overview=_overview(paths, rs, ctx, how), problems=problems,
         setup=_setup(runs, rs.config_keys, varying),
         sections=[i for i in items if isinstance(i, Section)],
         skipped=[i for i in items if isinstance(i, Skipped)],

@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass
 
 from bnrepro.report.stats import Drift, Stat
+from bnrepro.report.thresholds import EARLY_FRACTION, FLOAT_TIE, GRAD_NORM_RATIO, HIGH_LR_FROM, HIGH_LR_TO, STABLE_RATIO
 
 REPRODUCED, NOT_REPRODUCED, UNTESTABLE = "reproduced", "not reproduced", "not testable with these runs"
 PARTLY = "partly reproduced"
-STABLE_RATIO = 0.5
 
 
 @dataclass
@@ -42,9 +42,9 @@ def pct(x: float | None) -> str:
 def higher(a: float, b: float) -> tuple[bool, str]:
     """Is a > b, and "a% > b%" with enough decimals that the printed numbers agree with the verdict.
 
-    Test accuracy moves in steps of 1/10,000 images, so a gap below 1e-7 is float noise: a tie.
+    A gap below thresholds.FLOAT_TIE is float noise: a tie.
     """
-    if abs(a - b) < 1e-7:
+    if abs(a - b) < FLOAT_TIE:
         return False, f"{100 * a:.2f}% = {100 * b:.2f}%"
     decimals = next(d for d in range(2, 6) if f"{100 * a:.{d}f}" != f"{100 * b:.{d}f}" or d == 5)
     return a > b, f"{100 * a:.{decimals}f}% {'>' if a > b else '<'} {100 * b:.{decimals}f}%"
@@ -67,7 +67,7 @@ def bn_trains_faster(step: int | None, base: float | None, bn: float | None) -> 
     if step is None or base is None or bn is None:
         return untestable(where, paper, "evaluation point shared by the runs with and without BN")
     ok, text = higher(bn, base)
-    found = f"mean test accuracy at step {step} (20% of training) {text} (BN vs baseline)"
+    found = f"mean test accuracy at step {step} ({EARLY_FRACTION:.0%} of training) {text} (BN vs baseline)"
     return Claim(where, paper, found, verdict(ok))
 
 
@@ -77,7 +77,6 @@ def distribution_stable(layer: str, base: Drift | None, bn: Drift | None) -> Cla
              "with BN it stays stable.")
     if base is None or bn is None:
         return untestable(where, paper, "percentile curves " + ("without BN" if base is None else "with BN"))
-    # "stable" is a clear difference, not any difference: at most half the baseline's drift
     ok_mid, ok_spread = bn.median <= STABLE_RATIO * base.median, bn.spread <= STABLE_RATIO * base.spread
     found = (f"the median moved over a range of {bn.median:.2f} with BN vs {base.median:.2f} without "
              f"({_ratio(bn.median, base.median)}), the 15-85 spread over {bn.spread:.2f} vs {base.spread:.2f} "
@@ -104,9 +103,10 @@ def high_lr_without_bn_diverges(diverged: int, stalled: int, total: int, base_lr
     where = "Sec. 4.2"
     paper = "without BN, 5x the learning rate made the parameters reach machine infinity (diverged)."
     if total == 0:
-        return untestable(where, paper, f"runs without BN at >= 5x the base lr ({5 * base_lr:g}){scope}")
-    found = (f"{diverged} of {total} runs without BN at >= 5x the base lr diverged and {stalled} stalled "
-             f"at chance{scope}")
+        return untestable(where, paper, f"runs without BN at >= {HIGH_LR_FROM}x the base lr "
+                          f"({HIGH_LR_FROM * base_lr:g}){scope}")
+    found = (f"{diverged} of {total} runs without BN at >= {HIGH_LR_FROM}x the base lr diverged and {stalled} "
+             f"stalled at chance{scope}")
     if first_fail is not None:
         found += f"; the lowest such lr is {first_fail:g} ({first_fail / base_lr:g}x)"
         if bn_final is not None and not math.isnan(bn_final):
@@ -117,10 +117,11 @@ def high_lr_without_bn_diverges(diverged: int, stalled: int, total: int, base_lr
 
 def high_lr_with_bn_trains(diverged: int, total: int, base_lr: float, scope: str = "") -> Claim:
     where, paper = "Sec. 4.2", "with BN, 5x and 30x the learning rate train (BN-x5, BN-x30)."
+    multiples = f"{HIGH_LR_FROM}x-{HIGH_LR_TO}x"
     if total == 0:
-        lrs = f"{5 * base_lr:g}-{30 * base_lr:g}"
-        return untestable(where, paper, f"BN runs at 5x-30x the base lr ({lrs}){scope}")
-    found = f"{diverged} of {total} BN runs at 5x-30x the base lr diverged{scope}"
+        lrs = f"{HIGH_LR_FROM * base_lr:g}-{HIGH_LR_TO * base_lr:g}"
+        return untestable(where, paper, f"BN runs at {multiples} the base lr ({lrs}){scope}")
+    found = f"{diverged} of {total} BN runs at {multiples} the base lr diverged{scope}"
     return Claim(where, paper, found, verdict(diverged == 0))
 
 
@@ -165,7 +166,7 @@ def gradients_well_scaled(ratio: float | None, finite: bool) -> Claim:
              "gradients neither explode nor vanish across layers.")
     if ratio is None:
         return untestable(where, paper, "gamma gradient norms of BN runs")
-    ok = finite and ratio <= 100
+    ok = finite and ratio <= GRAD_NORM_RATIO
     found = (f"gamma gradient norms are {'all' if finite else 'not all'} finite; at the last evaluation "
-             f"the largest layer's is {ratio:.1f}x the smallest's (threshold here: within 100x)")
+             f"the largest layer's is {ratio:.1f}x the smallest's (threshold here: within {GRAD_NORM_RATIO:g}x)")
     return Claim(where, paper, found, verdict(ok))

@@ -20,12 +20,18 @@ BN_STYLE = {"none": ("tab:blue", "--"), "before": ("tab:red", "-"), "after": ("t
 Group = tuple[str, str, pd.DataFrame]  # (bn mode, which picks the line style; legend label; its runs)
 
 
+def title(fig: Figure) -> str:
+    """What a figure shows in one line: its overall title, else its first panel's."""
+    return fig.get_suptitle() or (fig.axes[0].get_title() if fig.axes else "")
+
+
 def save(fig: Figure, out: Path, stem: str) -> list[Path]:
+    """PNG and PDF, each carrying the figure's title as metadata, so a file opened alone says what it shows."""
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     for path in paths:
         # no creation date or software version in the file: the same runs give the same bytes
         metadata = {"CreationDate": None, "Producer": None} if path.suffix == ".pdf" else {"Software": None}
-        fig.savefig(path, dpi=120, bbox_inches="tight", metadata=metadata)
+        fig.savefig(path, dpi=120, bbox_inches="tight", metadata={**metadata, "Title": title(fig)})
     return paths
 
 
@@ -63,9 +69,10 @@ def accuracy_figure(metrics: pd.DataFrame, groups: list[Group], title: str) -> F
     return fig
 
 
-def panels_figure(metrics: pd.DataFrame, panels: list[tuple[str, list[Group]]]) -> Figure:
-    """Accuracy curves, one panel per (title, groups), e.g. one per activation."""
+def panels_figure(metrics: pd.DataFrame, panels: list[tuple[str, list[Group]]], title: str) -> Figure:
+    """Accuracy curves, one panel per (panel title, groups), e.g. one per activation, under `title`."""
     fig = Figure(figsize=(5 * len(panels), 4))
+    fig.suptitle(title)
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, groups) in zip(axes[0], panels, strict=True):
         _accuracy_panel(ax, metrics, groups)
@@ -76,11 +83,13 @@ def panels_figure(metrics: pd.DataFrame, panels: list[tuple[str, list[Group]]]) 
     return fig
 
 
-def percentile_figure(metrics: pd.DataFrame, panels: list[Group],
-                      layers: list[tuple[str, list[str]]]) -> Figure:
-    """Figure 1(b, c): a unit's activation-input percentiles over steps. Rows are (layer, its
+def percentile_figure(metrics: pd.DataFrame, panels: list[Group], layers: list[tuple[str, list[str]]],
+                      title: str) -> Figure:
+    """Figure 1(b, c): a unit's activation-input percentiles over steps, under `title`. Rows are (layer, its
     percentile columns), columns are run groups; a row shares one y scale so drift compares fairly."""
-    fig = Figure(figsize=(4.5 * len(panels), 3.2 * len(layers)))
+    # constrained layout keeps the overall title clear of the panel titles at any number of rows
+    fig = Figure(figsize=(4.5 * len(panels), 3.2 * len(layers)), layout="constrained")
+    fig.suptitle(title)
     axes = fig.subplots(len(layers), len(panels), squeeze=False, sharex=True, sharey="row")
     for row, (layer, columns) in zip(axes, layers, strict=True):
         low, high = -2.0, 2.0  # the paper's y range, widened to show drift that leaves it
@@ -102,9 +111,10 @@ def percentile_figure(metrics: pd.DataFrame, panels: list[Group],
     return fig
 
 
-def lr_figure(runs: pd.DataFrame, base_lr: float | None) -> Figure:
-    """Final and best test accuracy vs learning rate per BN mode; diverged runs as x at the bottom."""
+def lr_figure(runs: pd.DataFrame, base_lr: float | None, title: str) -> Figure:
+    """Final and best test accuracy vs learning rate per BN mode, under `title`; diverged runs as x at the bottom."""
     fig = Figure(figsize=(10, 4))
+    fig.suptitle(title)
     axes = fig.subplots(1, 2, sharey=True)
     lrs = sorted(runs["optim.lr"].unique())
     bottom = 0.0

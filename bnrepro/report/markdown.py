@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,11 @@ class Report:
     commands: list[str]
     versions: pd.DataFrame
     commits: str  # git commits from summary.json, with run counts when they differ
+
+
+def cell(x: float | None) -> str:
+    """A fraction as a table cell: percent with 2 decimals, no sign; the tests parse these back."""
+    return "–" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
 
 def table(df: pd.DataFrame) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from bnrepro.config import COMPUTE_NEUTRAL
+from bnrepro.report.thresholds import SAME_VALUE_REL_TOL
 
 BN, LR, ACT, SEED = "model.bn", "optim.lr", "model.activation", "seed"
 BN_ORDER = {"none": 0, "before": 1, "after": 2}
@@ -29,7 +30,7 @@ PREFERRED = {ACT: "sigmoid", "model.bn_impl": "bnrepro"}
 def same(a: Any, b: Any) -> bool:
     """Config equality that treats 0.1*3 == 0.3 and missing == missing."""
     if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
-        return math.isclose(a, b, rel_tol=1e-9) or (math.isnan(a) and math.isnan(float(b)))
+        return math.isclose(a, b, rel_tol=SAME_VALUE_REL_TOL) or (math.isnan(a) and math.isnan(float(b)))
     if _missing(a) or _missing(b):
         return _missing(a) and _missing(b)
     return a == b
@@ -118,7 +119,8 @@ def reference_slice(runs: pd.DataFrame, varying: list[str], axes: list[str],
         if value is None:
             value = Counter(map(_hashable, runs[key])).most_common(1)[0][0]
         runs = runs[matches(runs, key, value)]
-        pinned[key] = value
+        # as the runs hold it: NaN (a setting this model lacks, shown "–") stays apart from a null setting
+        pinned[key] = value if value is not None else runs[key].iloc[0]
     return runs, pinned
 
 
@@ -138,6 +140,8 @@ def describe(values: dict[str, Any]) -> str:
 
 
 def fmt_value(v: Any) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "–"  # a setting this run's model or data set does not have (model.channels of an MLP)
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, tuple):
@@ -146,7 +150,9 @@ def fmt_value(v: Any) -> str:
 
 
 def order_key(key: str, value: Any) -> tuple[int, float, str]:
-    """Sort values the way a reader expects: bn none < before < after, numbers by size."""
+    """Sort values the way a reader expects: bn none < before < after, numbers by size, missing last."""
+    if _missing(value):
+        return (2, 0.0, "")
     if key == BN:
         return (0, BN_ORDER.get(value, len(BN_ORDER)), str(value))
     if isinstance(value, int | float) and not isinstance(value, bool):

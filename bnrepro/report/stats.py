@@ -1,4 +1,9 @@
-"""Seed aggregation: curves over steps and scalar summaries, mean with min-max and std."""
+"""Seed aggregation: curves over steps and scalar summaries, mean with min-max and std.
+
+metrics.csv holds evaluation rows and may hold probe rows (a measurement every few steps) whose
+test_acc, test_loss and act/ cells are empty; every reader here takes only the rows where the column
+it reads has a value, so probe rows never count as an evaluation.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bnrepro.report.thresholds import REACH_TOLERANCE
+
 ACT_COLUMN = re.compile(r"^act/(?P<layer>[^/]+)/p(?P<q>[0-9.]+)$")
 GRAD_COLUMN = re.compile(r"^grad_norm/(?P<param>gamma|beta)/(?P<layer>[^/]+)$")
 
@@ -16,7 +23,7 @@ def curve(metrics: pd.DataFrame, runs: pd.DataFrame, column: str) -> pd.DataFram
     """Per step: mean, std, min, max and count of `column` over `runs`; empty when no run has it."""
     if column not in metrics:
         return pd.DataFrame(columns=["mean", "std", "min", "max", "count"])
-    rows = metrics[metrics["run"].isin(runs["run"])][["step", column]].dropna()
+    rows = metrics[metrics["run"].isin(runs["run"])][["step", column]].dropna()  # rows that measure `column`
     return rows.groupby("step")[column].agg(["mean", "std", "min", "max", "count"])
 
 
@@ -28,7 +35,7 @@ def first_step_reaching(metrics: pd.DataFrame, runs: pd.DataFrame, target: float
     """
     acc = curve(metrics, runs, "test_acc")
     acc = acc[acc["count"] == len(runs)]
-    reached = acc.index[acc["mean"] >= target - 1e-12]
+    reached = acc.index[acc["mean"] >= target - REACH_TOLERANCE]
     return int(reached[0]) if len(reached) else None
 
 
@@ -64,7 +71,10 @@ def drift(metrics: pd.DataFrame, runs: pd.DataFrame, columns: list[str]) -> Drif
     values, so in inference mode BN does not normalise yet and step 0 would count as BN's own drift.
     """
     rows = metrics[metrics["run"].isin(runs["run"]) & (metrics["step"] > 0)]
-    if rows.empty or any(c not in rows for c in columns):
+    if any(c not in rows for c in columns):
+        return None
+    rows = rows.dropna(subset=columns, how="all")  # probe rows do not measure activations
+    if rows.empty:
         return None
     per_run = rows.groupby("run")
     low, mid, high = columns[0], columns[len(columns) // 2], columns[-1]
@@ -73,10 +83,20 @@ def drift(metrics: pd.DataFrame, runs: pd.DataFrame, columns: list[str]) -> Drif
     return Drift(float(median.mean()), float(spread.mean()))
 
 
-def layers(metrics: pd.DataFrame) -> list[str]:
-    """Hidden layers with tracked activation inputs, first to last (h2 before h10)."""
-    names = {m["layer"] for c in metrics.columns if (m := ACT_COLUMN.match(c))}
-    return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
+def taps(metrics: pd.DataFrame) -> list[str]:
+    """Tracked layers (taps: h1, h2, h3 of the MLP; conv1, ..., fc1 of the CNN), in the model's order.
+
+    metrics.csv lists a model's taps input to output, so the order of first appearance among the columns
+    is the model's order (names alone do not sort that way: fc1 comes after conv2). Columns that only
+    other runs' metrics.csv have are all empty in `metrics` of one slice and left out.
+    """
+    names = [m["layer"] for c in metrics.columns if (m := ACT_COLUMN.match(c)) and metrics[c].notna().any()]
+    return list(dict.fromkeys(names))
+
+
+def evaluations(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation rows: those with a test accuracy (probe rows leave it empty)."""
+    return metrics[metrics["test_acc"].notna()] if "test_acc" in metrics else metrics.iloc[:0]
 
 
 def percentiles(metrics: pd.DataFrame, layer: str) -> list[str]:

@@ -1,0 +1,43 @@
+"""Every number a verdict or a "stalled"/"diverged" label turns on, in one place, with why it has its value.
+
+The claims and tables import these; the report's captions print them, so a reader sees the bar a run set
+was held to. Figure scales (the paper's y ranges) are drawing choices and live in draw.py instead.
+"""
+
+from __future__ import annotations
+
+# Fig. 1(b, c): BN's activation-input distribution counts as "stable" when its drift (of the median, and of
+# the outer percentiles' spread) is at most this fraction of the baseline's; a clear difference, not any
+# difference, since two short runs never drift by exactly the same amount.
+STABLE_RATIO = 0.5
+
+# A run that completed without diverging but never rose above this test accuracy learned nothing: on a
+# ten-class test set chance is 10% and always answering the most common class at most ~11% (11.35% on
+# MNIST), while any network that learns at all passes 20% within its first evaluations.
+STALL_ACC = 0.2
+
+# Sec. 3.3's "gradients well scaled": at the last evaluation the largest BN layer's gamma-gradient norm is
+# within this factor of the smallest's. Two orders of magnitude allows the layer-to-layer spread of a
+# healthy net and still catches gradients that explode or vanish with depth.
+GRAD_NORM_RATIO = 100.0
+
+# Two accuracies closer than this are a tie: test accuracy moves in steps of 1/(test images), 1e-4 for a
+# 10k test set, so any smaller gap is float32 rounding in the evaluation, not a difference between runs.
+FLOAT_TIE = 1e-7
+
+# A seed-mean accuracy "reaches" a target this close below it: the target is itself a seed mean of the
+# same values, summed in another order, so it can differ from them in the last bits.
+REACH_TOLERANCE = 1e-12
+
+# Fig. 1(a)'s "BN trains faster" compares the two curves at the first evaluation at or after this fraction
+# of training: early enough that both have not yet converged, late enough to be past step 0's chance level.
+EARLY_FRACTION = 0.2
+
+# Sec. 4.2's learning-rate multiples (BN-x5, BN-x30): without BN the paper diverged from 5x the base lr on,
+# with BN it trained up to 30x; the divergence claims look at exactly this range.
+HIGH_LR_FROM = 5
+HIGH_LR_TO = 30
+
+# Two config floats this close (relative) are one setting: 3 * 0.1 != 0.3 in binary, and an lr written as
+# a multiple of the base lr must still match the run that used it.
+SAME_VALUE_REL_TOL = 1e-9
