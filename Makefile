@@ -24,9 +24,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# one pytest worker per core, each test file on one worker (its module fixtures are made once): most tests run
+# single-threaded training processes, so two cores take the suite in about half the time
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""Launching sweeps: how their jobs run, and how their progress shows."""
