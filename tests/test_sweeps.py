@@ -32,16 +32,18 @@ CASES = [
     ("lr_sweep", ("seed=0", "optim.lr=0.1,30.0"), 4),
     ("bn_placement", ("seed=0",), 6),
     ("activation_dist", ("seed=0",), 2),
-    ("smoke", (), 12),
+    ("smoke", (), 24),
 ]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 @pytest.mark.parametrize("experiment, extra, n_jobs", CASES, ids=[c[0] for c in CASES])
 def test_experiment_sweep_writes_one_complete_folder_per_job(cli, tmp_path: Path, experiment: str,
                                                              extra: tuple[str, ...], n_jobs: int) -> None:
+    if experiment == "smoke" and not FASHION_MNIST.exists():
+        pytest.skip("smoke runs Fashion-MNIST jobs: apt-get install dataset-fashion-mnist")
     sweep = tmp_path / experiment
-    steps = () if experiment == "smoke" else TINY
-    cli("-m", f"experiment={experiment}", *steps, *extra, f"hydra.sweep.dir={sweep}", timeout=600)
+    cli("-m", f"experiment={experiment}", *TINY, *extra, f"hydra.sweep.dir={sweep}", timeout=600)
     jobs = _jobs(sweep)
     assert len(jobs) == n_jobs == len([p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()])
     assert set(_statuses(sweep)) <= {"completed", "diverged"} and "completed" in _statuses(sweep)
@@ -52,6 +54,10 @@ def test_experiment_sweep_writes_one_complete_folder_per_job(cli, tmp_path: Path
     # the job folder's name shows what the sweep varied
     assert all("seed=" in j.name or experiment == "smoke" for j in jobs)
     assert any("model.bn=before" in j.name for j in jobs)
+    if experiment == "smoke":  # both models on both data sets, each named in its summary
+        names = {(json.loads((j / "summary.json").read_text())["model_name"],
+                  json.loads((j / "summary.json").read_text())["data_name"]) for j in jobs}
+        assert names == {(m, d) for m in ("MLP", "CNN") for d in ("MNIST", "Fashion-MNIST")}
 
 
 def test_joblib_runs_two_parallel_single_thread_jobs(cli, tmp_path: Path) -> None:

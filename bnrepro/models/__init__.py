@@ -1,7 +1,8 @@
 """Models, each a part named by `conf/model/<name>.yaml`; base.py is the contract they keep."""
 
 from bnrepro.models.base import Model, Stacked
+from bnrepro.models.cnn import CNN
 from bnrepro.models.mlp import MLP, StackedMLP
 from bnrepro.models.sparse import SparseRows
 
-__all__ = ["MLP", "Model", "SparseRows", "Stacked", "StackedMLP"]
+__all__ = ["CNN", "MLP", "Model", "SparseRows", "Stacked", "StackedMLP"]

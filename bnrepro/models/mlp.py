@@ -24,49 +24,26 @@ from torch import Tensor, nn
 
 from bnrepro import nn as bnn
 from bnrepro.models.base import Model
+from bnrepro.models.options import ACTIVATIONS, NetworkOptions, init_weights
 from bnrepro.models.sparse import SparseRows
 from bnrepro.nn import batch_norm_stacked, cpu_kernel
-from bnrepro.parts import check, check_choice
+from bnrepro.parts import check
 
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "sigmoid": torch.sigmoid,
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-}
-BN_MODES = ("none", "before", "after")
 BN_LAYERS = {"bnrepro": bnn.BatchNorm1d, "torch": nn.BatchNorm1d}
-INITS = ("gaussian", "torch")
 Linear = Callable[[Any, Tensor, Tensor | None], Tensor]  # (x, weight, bias) -> x W^T + b
 
 
 @dataclass
-class MLPConfig:
-    hidden: list[int] = field(default_factory=lambda: [100, 100, 100])
-    activation: str = "sigmoid"
-    bn: str = "none"  # none | before (the paper: Linear -> BN -> act) | after (Linear -> act -> BN)
-    bn_impl: str = "bnrepro"  # ours, or torch's layer as the reference
-    init: str = "gaussian"  # N(0, init_std) weights, zero biases; or torch's default init
-    init_std: float = 0.05
-    bn_eps: float = 1e-5
-    bn_momentum: float | None = 0.1  # torch convention; None = cumulative average
+class MLPConfig(NetworkOptions):
+    hidden: list[int] = field(default_factory=lambda: [100, 100, 100])  # the paper's 3 x 100 (Sec. 4.1)
 
     def check(self) -> None:
         check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "hidden", list(self.hidden),
               "a non-empty list of positive integers")
-        check_choice(self.activation, "activation", tuple(ACTIVATIONS))
-        check_choice(self.bn, "bn", BN_MODES)
-        check_choice(self.bn_impl, "bn_impl", tuple(BN_LAYERS))
-        check_choice(self.init, "init", INITS)
-        check(self.init_std > 0, "init_std", self.init_std, "a positive number")
-        check(self.bn_eps > 0, "bn_eps", self.bn_eps, "a positive number")
-        check(self.bn_momentum is None or 0.0 <= self.bn_momentum <= 1.0, "bn_momentum", self.bn_momentum,
-              "null (cumulative average) or 0 <= momentum <= 1")
+        super().check()
 
     def tap_widths(self) -> list[int]:
         return list(self.hidden)
-
-    def min_batch_size(self) -> int:
-        return 2 if self.bn != "none" else 1  # BN's batch variance needs two samples per unit
 
 
 class HiddenLayer(nn.Module):
@@ -123,11 +100,7 @@ class MLP(Model):
             HiddenLayer(a, b, c.bn, bn_layer, c.bn_eps, c.bn_momentum) for a, b in zip(widths[:-1], widths[1:])
         )
         self.out = nn.Linear(widths[-1], num_classes)
-        if c.init == "gaussian":  # "small random Gaussian values"; biases start at zero
-            for linear in [*(h.linear for h in self.hidden), self.out]:
-                nn.init.normal_(linear.weight, std=c.init_std)
-                if linear.bias is not None:
-                    nn.init.zeros_(linear.bias)
+        init_weights([*(h.linear for h in self.hidden), self.out], c)
         self.tap_names = [f"h{i}" for i in range(1, len(self.hidden) + 1)]
 
     def norm_params(self) -> dict[str, str]:

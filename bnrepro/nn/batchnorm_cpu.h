@@ -1,5 +1,5 @@
 // BN forward (Algorithm 1 / 2) and the paper's closed-form backward as two fused CPU loops: the kernels
-// behind batchnorm_cpu.cpp's autograd Function and bnrepro/vectorized/stacked_cpu.cpp's training step.
+// behind batchnorm_cpu.cpp's autograd Function and bnrepro/models/stacked_cpu.cpp's training step.
 //
 // Why C++: at the paper's size (60 x 100) every torch op costs ~2 us of dispatch for ~0.1 us of
 // arithmetic, and a Python autograd.Function adds ~15 us a call, so a BN made of torch ops costs
@@ -11,6 +11,11 @@
 // Per-(group, channel) tensors are read flat (G * C). Loops are single-threaded and run every group
 // the same way, so results depend neither on the thread count nor on the group's neighbours:
 // a stacked model's slice gets, bit for bit, what the model alone gets.
+//
+// Three kernels, by memory layout: flat (S == 1: the MLP's (N, C) and the stacked (K, N, C)); spatial (S > 1,
+// a contiguous (N, C, H, W) or (N, C, L): rows of S values of one (n, c)); channels-last (S > 1, a channels-last
+// (N, C, H, W): rows of C values of one (n, h, w), the flat layout with N * H * W rows). Each sums in its own
+// fixed order, so the layouts agree to float rounding, and each layout gives the same bits on every run.
 #pragma once
 
 #include <torch/extension.h>
@@ -31,32 +36,28 @@ T* flat_or_null(const c10::optional<at::Tensor>& t, int64_t numel) {
   return t->data_ptr<T>();
 }
 
-// f(i, c) for every element i of x, in memory order, c its channel. Flat (S == 1) is its own loop:
-// with the channel innermost, the compiler vectorises across channels.
-template <bool Flat, typename F>
-inline void for_each(int64_t N, int64_t C, int64_t S, F f) {
+// ---- flat kernel (S == 1) ----
+
+// f(i, c) for every element i of an (N, C) x, in memory order, c its channel: with the channel innermost,
+// the compiler vectorises across channels.
+template <typename F>
+inline void for_each(int64_t N, int64_t C, F f) {
   for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c)
-      if constexpr (Flat) {
-        f(n * C + c, c);
-      } else {
-        for (int64_t s = 0; s < S; ++s) f((n * C + c) * S + s, c);
-      }
+    for (int64_t c = 0; c < C; ++c) f(n * C + c, c);
 }
 
-// sum[c] = the sum over (n, s) of f(i, c), in double
-template <bool Flat, typename F>
-inline void channel_sums(int64_t N, int64_t C, int64_t S, std::vector<double>& sum, F f) {
+// sum[c] = the sum over n of f(i, c), in double
+template <typename F>
+inline void channel_sums(int64_t N, int64_t C, std::vector<double>& sum, F f) {
   std::fill(sum.begin(), sum.end(), 0.0);
   double* acc = sum.data();
-  for_each<Flat>(N, C, S, [&](int64_t i, int64_t c) { acc[c] += f(i, c); });
+  for_each(N, C, [&](int64_t i, int64_t c) { acc[c] += f(i, c); });
 }
 
-template <typename T, bool Flat>
-void forward_kernel(const T* x, T* y, T* xhat, T* k, const T* weight, const T* bias, T* running_mean,
-                    T* running_var, int64_t G, int64_t N, int64_t C, int64_t S, bool batch_stats, double factor,
-                    double eps) {
-  const int64_t m = N * S, group = N * C * S;
+template <typename T>
+void forward_flat(const T* x, T* y, T* xhat, T* k, const T* weight, const T* bias, T* running_mean,
+                  T* running_var, int64_t G, int64_t N, int64_t C, bool batch_stats, double factor, double eps) {
+  const int64_t m = N, group = N * C;
   std::vector<double> sum(C), sumsq(C);
   std::vector<T> mean(C), invstd(C), scale(C), shift(C);
   for (int64_t g = 0; g < G; ++g) {
@@ -66,13 +67,13 @@ void forward_kernel(const T* x, T* y, T* xhat, T* k, const T* weight, const T* b
       mean[c] = batch_stats ? T(0) : running_mean[p + c];
     }
     if (batch_stats) {  // two passes: the mean, then the centred sum of squares (Algorithm 1)
-      channel_sums<Flat>(N, C, S, sum, [&](int64_t i, int64_t) { return double(xg[i]); });
+      channel_sums(N, C, sum, [&](int64_t i, int64_t) { return double(xg[i]); });
       for (int64_t c = 0; c < C; ++c) {
         sum[c] /= m;  // now the mean, in double
         mean[c] = T(sum[c]);
       }
       const double* mean_d = sum.data();
-      channel_sums<Flat>(N, C, S, sumsq, [&](int64_t i, int64_t c) {
+      channel_sums(N, C, sumsq, [&](int64_t i, int64_t c) {
         const double d = double(xg[i]) - mean_d[c];
         return d * d;
       });
@@ -91,12 +92,11 @@ void forward_kernel(const T* x, T* y, T* xhat, T* k, const T* weight, const T* b
     }
     T* yg = y + g * group;
     if (xhat == nullptr) {  // no backward to come (evaluation): y alone
-      for_each<Flat>(N, C, S,
-                     [&](int64_t i, int64_t c) { yg[i] = (xg[i] - mean[c]) * invstd[c] * scale[c] + shift[c]; });
+      for_each(N, C, [&](int64_t i, int64_t c) { yg[i] = (xg[i] - mean[c]) * invstd[c] * scale[c] + shift[c]; });
       continue;
     }
     T* xhat_g = xhat + g * group;
-    for_each<Flat>(N, C, S, [&](int64_t i, int64_t c) {
+    for_each(N, C, [&](int64_t i, int64_t c) {
       const T h = (xg[i] - mean[c]) * invstd[c];
       xhat_g[i] = h;
       yg[i] = h * scale[c] + shift[c];
@@ -104,18 +104,18 @@ void forward_kernel(const T* x, T* y, T* xhat, T* k, const T* weight, const T* b
   }
 }
 
-template <typename T, bool Flat>
-void backward_kernel(const T* dy, const T* xhat, const T* k, T* dx, T* dgamma, T* dbeta, int64_t G, int64_t N,
-                     int64_t C, int64_t S, bool batch_stats) {
-  const int64_t m = N * S, group = N * C * S;
+template <typename T>
+void backward_flat(const T* dy, const T* xhat, const T* k, T* dx, T* dgamma, T* dbeta, int64_t G, int64_t N,
+                   int64_t C, bool batch_stats) {
+  const int64_t m = N, group = N * C;
   std::vector<double> sum_dy(C), sum_dy_xhat(C);
   std::vector<T> a(C), b(C);
   for (int64_t g = 0; g < G; ++g) {
     const T* dy_g = dy + g * group;
     const T* xhat_g = xhat + g * group;
     const int64_t p = g * C;
-    channel_sums<Flat>(N, C, S, sum_dy, [&](int64_t i, int64_t) { return double(dy_g[i]); });
-    channel_sums<Flat>(N, C, S, sum_dy_xhat, [&](int64_t i, int64_t) { return double(dy_g[i]) * xhat_g[i]; });
+    channel_sums(N, C, sum_dy, [&](int64_t i, int64_t) { return double(dy_g[i]); });
+    channel_sums(N, C, sum_dy_xhat, [&](int64_t i, int64_t) { return double(dy_g[i]) * xhat_g[i]; });
     for (int64_t c = 0; c < C; ++c) {
       dbeta[p + c] = T(sum_dy[c]);
       dgamma[p + c] = T(sum_dy_xhat[c]);
@@ -125,36 +125,280 @@ void backward_kernel(const T* dy, const T* xhat, const T* k, T* dx, T* dgamma, T
     }
     T* dx_g = dx + g * group;
     const T* k_g = k + p;
-    for_each<Flat>(N, C, S, [&](int64_t i, int64_t c) { dx_g[i] = k_g[c] * (dy_g[i] - a[c] - xhat_g[i] * b[c]); });
+    for_each(N, C, [&](int64_t i, int64_t c) { dx_g[i] = k_g[c] * (dy_g[i] - a[c] - xhat_g[i] * b[c]); });
   }
 }
 
-// (G, N, C, S) of x: grouped (K, N, C) or (N, C, *spatial)
+// ---- spatial kernel (S > 1; S > 1 is never grouped) ----
+//
+// Each row (S contiguous values, a few KB) is summed while it sits in L1, and each sum runs in kLanes
+// independent double accumulators that are added up in a fixed order at the end. Independent lanes let the
+// compiler vectorise without reassociating anything (no -ffast-math), so the result is one fixed sum order:
+// deterministic, and the same on every machine. One accumulator would make every add wait for the previous
+// one, a chain that costs more than the memory traffic.
+//
+// For S > 1 a backward keeps x itself (no copy) and k = [gamma * invstd | mean | invstd] (3C values), and
+// recomputes xhat = (x - mean) * invstd in float, as the forward computes it on its way to y: no feature map of
+// its own is written or held per BN layer (torch's BN keeps x too). So, as with torch's, x must not be changed
+// in place before the backward (autograd's version check says so if it is).
+
+constexpr int64_t kLanes = 8;
+
+// (the sum over s of f(s), the sum over s of g(s)) for s in [0, S), each in double
+template <typename F, typename G>
+inline std::array<double, 2> row_sums(int64_t S, F f, G g) {
+  double lane_f[kLanes] = {}, lane_g[kLanes] = {};
+  int64_t s = 0;
+  for (; s + kLanes <= S; s += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) {
+      lane_f[j] += f(s + j);
+      lane_g[j] += g(s + j);
+    }
+  double total_f = 0, total_g = 0;
+  for (; s < S; ++s) {
+    total_f += f(s);
+    total_g += g(s);
+  }
+  for (int64_t j = 0; j < kLanes; ++j) {
+    total_f += lane_f[j];
+    total_g += lane_g[j];
+  }
+  return {total_f, total_g};
+}
+
+template <typename F>
+inline double row_sum(int64_t S, F f) {
+  return row_sums(S, f, [](int64_t) { return 0.0; })[0];
+}
+
+// The per-channel constants of normalising: k (= gamma * invstd, 3C: then mean, invstd, see above), and
+// scale/shift (gamma, beta, or 1, 0); the running statistics move when batch_stats. mean and sumsq (m times the
+// biased variance) are the batch's, in double, or unused with the running statistics (Algorithm 2).
+template <typename T>
+void channel_constants(const double* mean, const double* sumsq, T* k, T* scale, T* shift, const T* weight,
+                       const T* bias, T* running_mean, T* running_var, int64_t C, int64_t m, bool batch_stats,
+                       double factor, double eps) {
+  T *mean_out = k + C, *invstd = k + 2 * C;
+  for (int64_t c = 0; c < C; ++c) {
+    mean_out[c] = batch_stats ? T(mean[c]) : running_mean[c];
+    // normalise with the biased batch variance, or the running one (Algorithm 2)
+    const double var = batch_stats ? sumsq[c] / m : double(running_var[c]);
+    invstd[c] = T(1.0 / std::sqrt(var + eps));
+    if (batch_stats && running_mean != nullptr) {  // torch's convention: running_var is the unbiased variance
+      running_mean[c] = T((1 - factor) * running_mean[c] + factor * mean[c]);
+      running_var[c] = T((1 - factor) * running_var[c] + factor * (sumsq[c] / (m - 1)));
+    }
+    scale[c] = weight != nullptr ? weight[c] : T(1);
+    shift[c] = bias != nullptr ? bias[c] : T(0);
+    k[c] = invstd[c] * scale[c];  // dy/dx at fixed statistics
+  }
+}
+
+template <typename T>
+void forward_spatial(const T* x, T* y, T* k, const T* weight, const T* bias, T* running_mean, T* running_var,
+                     int64_t N, int64_t C, int64_t S, bool batch_stats, double factor, double eps) {
+  const int64_t m = N * S;
+  std::vector<double> mean(C, 0.0), sumsq(C, 0.0), row_mean(batch_stats ? N * C : 0), row_m2(batch_stats ? N * C : 0);
+  std::vector<T> scale(C), shift(C);
+  if (batch_stats) {
+    // Two passes over each row while it is in L1: its mean, then its centred sum of squares. Rows combine
+    // exactly (the parallel-variance identity): sumsq[c] = sum_n row_m2 + S * (row_mean - mean[c])^2, the
+    // centred sum of squares of Algorithm 1, so x is read from memory once for both statistics.
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        const T* row = x + (n * C + c) * S;
+        const double row_total = row_sum(S, [&](int64_t s) { return double(row[s]); });
+        const double mu = row_total / S;
+        row_mean[n * C + c] = mu;
+        row_m2[n * C + c] = row_sum(S, [&](int64_t s) {
+          const double d = double(row[s]) - mu;
+          return d * d;
+        });
+        mean[c] += row_total;
+      }
+    for (int64_t c = 0; c < C; ++c) mean[c] /= m;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        const double d = row_mean[n * C + c] - mean[c];
+        sumsq[c] += row_m2[n * C + c] + double(S) * d * d;
+      }
+  }
+  channel_constants(mean.data(), sumsq.data(), k, scale.data(), shift.data(), weight, bias, running_mean,
+                    running_var, C, m, batch_stats, factor, eps);
+  // y row by row: per-row constants, a loop the compiler vectorises
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const T mu = k[C + c], is = k[2 * C + c], sc = scale[c], sh = shift[c];
+      const T* xr = x + (n * C + c) * S;
+      T* yr = y + (n * C + c) * S;
+      for (int64_t s = 0; s < S; ++s) yr[s] = (xr[s] - mu) * is * sc + sh;
+    }
+}
+
+template <typename T>
+void backward_spatial(const T* dy, const T* x, const T* k, T* dx, T* dgamma, T* dbeta, int64_t N, int64_t C,
+                      int64_t S, bool batch_stats) {
+  const int64_t m = N * S;
+  std::vector<double> sum_dy(C, 0.0), sum_dy_xhat(C, 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {  // both sums in one pass over the row
+      const T *dyr = dy + (n * C + c) * S, *xr = x + (n * C + c) * S;
+      const T mu = k[C + c], is = k[2 * C + c];
+      const auto [s_dy, s_dy_xhat] = row_sums(
+          S, [&](int64_t s) { return double(dyr[s]); },
+          [&](int64_t s) {
+            const T h = (xr[s] - mu) * is;  // xhat, as the forward computed it
+            return double(dyr[s]) * h;
+          });
+      sum_dy[c] += s_dy;
+      sum_dy_xhat[c] += s_dy_xhat;
+    }
+  for (int64_t c = 0; c < C; ++c) {
+    dbeta[c] = T(sum_dy[c]);
+    dgamma[c] = T(sum_dy_xhat[c]);
+  }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      // dx = gamma*invstd * (dy - dbeta/m - xhat*dgamma/m); with running statistics only the first term
+      const T a = batch_stats ? T(sum_dy[c] / m) : T(0), b = batch_stats ? T(sum_dy_xhat[c] / m) : T(0);
+      const T kc = k[c], mu = k[C + c], is = k[2 * C + c];
+      const T *dyr = dy + (n * C + c) * S, *xr = x + (n * C + c) * S;
+      T* dxr = dx + (n * C + c) * S;
+      for (int64_t s = 0; s < S; ++s) dxr[s] = kc * (dyr[s] - a - ((xr[s] - mu) * is) * b);
+    }
+}
+
+// ---- channels-last kernel (S > 1, x channels-last: R = N * H * W rows of C channels in memory) ----
+//
+// The channel is innermost, so each loop runs across channels (vectorised) with one accumulator per channel.
+// Statistics take one pass over x: the sums of d = x - x[row 0] and of d^2, in double. The shift, a sample of
+// the channel, is typically within a few standard deviations of the mean, so sum d^2 - (sum d)^2 / m loses
+// nothing that matters to cancellation (in double, about as accurate as the two-pass form for float x).
+// A backward keeps x and k = [gamma * invstd | mean | invstd], as the spatial kernel's.
+//
+// The row loops are functions with __restrict__ parameters: with this many pointers the compiler would
+// otherwise give up on runtime alias checks and leave them scalar.
+
+// y = (x - mean) * invstd * scale + shift over one row of C channels
+template <typename T>
+inline void normalize_row(const T* __restrict__ x_row, T* __restrict__ y_row, const T* __restrict__ mean,
+                          const T* __restrict__ invstd, const T* __restrict__ scale, const T* __restrict__ shift,
+                          int64_t C) {
+  for (int64_t c = 0; c < C; ++c) y_row[c] = (x_row[c] - mean[c]) * invstd[c] * scale[c] + shift[c];
+}
+
+// sum_dy[c] += dy, sum_dy_xhat[c] += dy * xhat over one row, xhat recomputed as the forward computed it
+template <typename T>
+inline void backward_sums_row(const T* __restrict__ dy_row, const T* __restrict__ x_row, const T* __restrict__ mean,
+                              const T* __restrict__ invstd, double* __restrict__ sum_dy,
+                              double* __restrict__ sum_dy_xhat, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const T h = (x_row[c] - mean[c]) * invstd[c];
+    sum_dy[c] += double(dy_row[c]);
+    sum_dy_xhat[c] += double(dy_row[c]) * h;
+  }
+}
+
+// dx = k * (dy - a - xhat * b) over one row
+template <typename T>
+inline void backward_dx_row(const T* __restrict__ dy_row, const T* __restrict__ x_row, T* __restrict__ dx_row,
+                            const T* __restrict__ k, const T* __restrict__ mean, const T* __restrict__ invstd,
+                            const T* __restrict__ a, const T* __restrict__ b, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) dx_row[c] = k[c] * (dy_row[c] - a[c] - ((x_row[c] - mean[c]) * invstd[c]) * b[c]);
+}
+
+template <typename T>
+void forward_rows(const T* x, T* y, T* k, const T* weight, const T* bias, T* running_mean, T* running_var, int64_t R,
+                  int64_t C, bool batch_stats, double factor, double eps) {
+  const int64_t m = R;
+  std::vector<double> shift(C), mean(C, 0.0), sumsq(C, 0.0);
+  std::vector<T> scale(C), shift_out(C);
+  if (batch_stats && R > 0) {
+    for (int64_t c = 0; c < C; ++c) shift[c] = double(x[c]);
+    double *s1 = mean.data(), *s2 = sumsq.data();
+    const double* sh = shift.data();
+    for (int64_t r = 0; r < R; ++r) {
+      const T* row = x + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const double d = double(row[c]) - sh[c];
+        s1[c] += d;
+        s2[c] += d * d;
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      sumsq[c] = std::max(sumsq[c] - mean[c] * mean[c] / m, 0.0);  // m * biased variance
+      mean[c] = shift[c] + mean[c] / m;
+    }
+  }
+  channel_constants(mean.data(), sumsq.data(), k, scale.data(), shift_out.data(), weight, bias, running_mean,
+                    running_var, C, m, batch_stats, factor, eps);
+  for (int64_t r = 0; r < R; ++r)
+    normalize_row(x + r * C, y + r * C, k + C, k + 2 * C, scale.data(), shift_out.data(), C);
+}
+
+template <typename T>
+void backward_rows(const T* dy, const T* x, const T* k, T* dx, T* dgamma, T* dbeta, int64_t R, int64_t C,
+                   bool batch_stats) {
+  const int64_t m = R;
+  std::vector<double> sum_dy(C, 0.0), sum_dy_xhat(C, 0.0);
+  std::vector<T> a(C), b(C);
+  for (int64_t r = 0; r < R; ++r)  // both sums in one pass
+    backward_sums_row(dy + r * C, x + r * C, k + C, k + 2 * C, sum_dy.data(), sum_dy_xhat.data(), C);
+  for (int64_t c = 0; c < C; ++c) {
+    dbeta[c] = T(sum_dy[c]);
+    dgamma[c] = T(sum_dy_xhat[c]);
+    // dx = gamma*invstd * (dy - dbeta/m - xhat*dgamma/m); with running statistics only the first term
+    a[c] = batch_stats ? T(sum_dy[c] / m) : T(0);
+    b[c] = batch_stats ? T(sum_dy_xhat[c] / m) : T(0);
+  }
+  for (int64_t r = 0; r < R; ++r)
+    backward_dx_row(dy + r * C, x + r * C, dx + r * C, k, k + C, k + 2 * C, a.data(), b.data(), C);
+}
+
+// Whether x is a channels-last (N, C, H, W), which in memory is (N * H * W, C). (Where both layouts are the same
+// memory, C == 1 or H == W == 1, x counts as contiguous.)
+inline bool channels_last(const at::Tensor& x, bool grouped) {
+  return !grouped && x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// (G, N, C, S) of x: grouped (K, N, C) or (N, C, *spatial) (a channels-last x's rows are N * S)
 inline std::array<int64_t, 4> dims(const at::Tensor& x, bool grouped) {
   if (grouped) return {x.size(0), x.size(1), x.size(2), 1};
   return {1, x.size(0), x.size(1), x.dim() > 2 ? x.numel() / std::max<int64_t>(x.size(0) * x.size(1), 1) : 1};
 }
 
 // BN of x in training (batch_stats: Algorithm 1, moving the running statistics by `factor`) or with the
-// running statistics (Algorithm 2). record: keep xhat and k for a backward.
+// running statistics (Algorithm 2). record: keep what a backward needs.
 struct Forward {
-  at::Tensor y, xhat, k;  // k: gamma * invstd per (group, channel), dy/dx at fixed statistics
+  at::Tensor y;
+  // For a backward: S == 1, xhat itself and k = gamma * invstd per (group, channel); S > 1, x (the input, or its
+  // contiguous copy) in place of xhat and k = [gamma * invstd | mean | invstd] (see the spatial kernel)
+  at::Tensor xhat, k;
 };
 
 inline Forward forward(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
                        const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& running_mean,
                        const c10::optional<at::Tensor>& running_var, bool batch_stats, double factor, double eps,
                        bool grouped, bool record) {
-  const at::Tensor x = input.contiguous();
+  // a channels-last input stays so (and so does y, empty_like keeping x's layout): no transposing copies
+  const at::Tensor x = channels_last(input, grouped) ? input : input.contiguous();
   const auto [G, N, C, S] = dims(x, grouped);
-  Forward out{at::empty_like(x), record ? at::empty_like(x) : at::Tensor(), at::empty({G * C}, x.options())};
+  const bool flat = S == 1;
+  Forward out{at::empty_like(x), !record ? at::Tensor() : flat ? at::empty_like(x) : x,
+              at::empty({(flat ? 1 : 3) * G * C}, x.options())};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bnrepro_bn_forward", [&] {
     const int64_t GC = G * C;
-    auto kernel = S == 1 ? forward_kernel<scalar_t, true> : forward_kernel<scalar_t, false>;
-    kernel(x.data_ptr<scalar_t>(), out.y.data_ptr<scalar_t>(), record ? out.xhat.data_ptr<scalar_t>() : nullptr,
-           out.k.data_ptr<scalar_t>(), flat_or_null<scalar_t>(weight, GC), flat_or_null<scalar_t>(bias, GC),
-           flat_or_null<scalar_t>(running_mean, GC), flat_or_null<scalar_t>(running_var, GC), G, N, C, S,
-           batch_stats, factor, eps);
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *w = flat_or_null<scalar_t>(weight, GC),
+                   *b = flat_or_null<scalar_t>(bias, GC);
+    scalar_t *y = out.y.data_ptr<scalar_t>(), *k = out.k.data_ptr<scalar_t>(),
+             *rm = flat_or_null<scalar_t>(running_mean, GC), *rv = flat_or_null<scalar_t>(running_var, GC);
+    if (flat)
+      forward_flat(xp, y, record ? out.xhat.data_ptr<scalar_t>() : nullptr, k, w, b, rm, rv, G, N, C, batch_stats,
+                   factor, eps);
+    else if (channels_last(x, grouped))
+      forward_rows(xp, y, k, w, b, rm, rv, N * S, C, batch_stats, factor, eps);
+    else
+      forward_spatial(xp, y, k, w, b, rm, rv, N, C, S, batch_stats, factor, eps);
   });
   return out;
 }
@@ -163,17 +407,24 @@ struct Grads {
   at::Tensor dx, dgamma, dbeta;  // dgamma, dbeta: the parameters' shape, (C,) or (K, 1, C) grouped
 };
 
-// the closed-form backward of a forward that recorded xhat and k
-inline Grads backward(const at::Tensor& grad, const at::Tensor& xhat, const at::Tensor& k, bool batch_stats,
+// the closed-form backward of a forward that recorded `saved` (its xhat) and k
+inline Grads backward(const at::Tensor& grad, const at::Tensor& saved, const at::Tensor& k, bool batch_stats,
                       bool grouped) {
-  const at::Tensor dy = grad.contiguous();
-  const auto [G, N, C, S] = dims(xhat, grouped);
+  const at::Tensor dy = grad.contiguous(channels_last(saved, grouped) ? at::MemoryFormat::ChannelsLast
+                                                                      : at::MemoryFormat::Contiguous);
+  const auto [G, N, C, S] = dims(saved, grouped);
   const std::vector<int64_t> param_shape = grouped ? std::vector<int64_t>{G, 1, C} : std::vector<int64_t>{C};
-  Grads out{at::empty_like(xhat), at::empty(param_shape, xhat.options()), at::empty(param_shape, xhat.options())};
-  AT_DISPATCH_FLOATING_TYPES(xhat.scalar_type(), "bnrepro_bn_backward", [&] {
-    auto kernel = S == 1 ? backward_kernel<scalar_t, true> : backward_kernel<scalar_t, false>;
-    kernel(dy.data_ptr<scalar_t>(), xhat.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), out.dx.data_ptr<scalar_t>(),
-           out.dgamma.data_ptr<scalar_t>(), out.dbeta.data_ptr<scalar_t>(), G, N, C, S, batch_stats);
+  Grads out{at::empty_like(saved), at::empty(param_shape, saved.options()), at::empty(param_shape, saved.options())};
+  AT_DISPATCH_FLOATING_TYPES(saved.scalar_type(), "bnrepro_bn_backward", [&] {
+    const scalar_t *dyp = dy.data_ptr<scalar_t>(), *sp = saved.data_ptr<scalar_t>(), *kp = k.data_ptr<scalar_t>();
+    scalar_t *dx = out.dx.data_ptr<scalar_t>(), *dgamma = out.dgamma.data_ptr<scalar_t>(),
+             *dbeta = out.dbeta.data_ptr<scalar_t>();
+    if (S == 1)
+      backward_flat(dyp, sp, kp, dx, dgamma, dbeta, G, N, C, batch_stats);
+    else if (channels_last(saved, grouped))
+      backward_rows(dyp, sp, kp, dx, dgamma, dbeta, N * S, C, batch_stats);
+    else
+      backward_spatial(dyp, sp, kp, dx, dgamma, dbeta, N, C, S, batch_stats);
   });
   return out;
 }

@@ -1,0 +1,56 @@
+"""The settings every network of bnrepro shares: activation, where BN goes and whose BN it is, and the init."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from bnrepro.parts import check, check_choice
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+}
+BN_MODES = ("none", "before", "after")
+BN_IMPLS = ("bnrepro", "torch")
+INITS = ("gaussian", "torch")
+
+
+@dataclass
+class NetworkOptions:
+    """The shared fields of a network's Config; each network's Config subclasses it (and may change defaults)."""
+
+    activation: str = "sigmoid"
+    bn: str = "none"  # none | before (the paper: Linear/conv -> BN -> act) | after (Linear/conv -> act -> BN)
+    bn_impl: str = "bnrepro"  # ours, or torch's layers as the reference
+    init: str = "gaussian"  # N(0, init_std) weights, zero biases; or torch's default init
+    init_std: float = 0.05
+    bn_eps: float = 1e-5
+    bn_momentum: float | None = 0.1  # torch convention; None = cumulative average
+
+    def check(self) -> None:
+        check_choice(self.activation, "activation", tuple(ACTIVATIONS))
+        check_choice(self.bn, "bn", BN_MODES)
+        check_choice(self.bn_impl, "bn_impl", BN_IMPLS)
+        check_choice(self.init, "init", INITS)
+        check(self.init_std > 0, "init_std", self.init_std, "a positive number")
+        check(self.bn_eps > 0, "bn_eps", self.bn_eps, "a positive number")
+        check(self.bn_momentum is None or 0.0 <= self.bn_momentum <= 1.0, "bn_momentum", self.bn_momentum,
+              "null (cumulative average) or 0 <= momentum <= 1")
+
+    def min_batch_size(self) -> int:
+        return 2 if self.bn != "none" else 1  # a fully connected BN's batch variance needs two samples per unit
+
+
+def init_weights(ops: Iterable[nn.Module], options: NetworkOptions) -> None:
+    """"Small random Gaussian values" (Sec. 4.1), N(0, init_std), and zero biases; torch's default init as it is."""
+    if options.init != "gaussian":
+        return
+    for op in ops:
+        nn.init.normal_(op.weight, std=options.init_std)
+        if op.bias is not None:
+            nn.init.zeros_(op.bias)
