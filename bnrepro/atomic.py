@@ -11,8 +11,14 @@ from typing import BinaryIO
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """write() fills a unique temporary file beside path, which then replaces path in one rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """write() fills a unique temporary file beside path, which then replaces path in one rename.
+
+    Whatever stops it (an error, a full disk, a signal's exception) removes the temporary file; an OSError names
+    `path`: the writes that fail on a full disk know no file name, and the temporary one means nothing to a user."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide shared caches and results from other users
         with os.fdopen(fd, "wb") as f:
@@ -20,8 +26,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

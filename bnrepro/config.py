@@ -29,8 +29,16 @@ COMPUTE_NEUTRAL = ("device", "data.root", "train.progress", "train.num_threads",
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.1
+    lr: float = 5.0  # conf/optim/sgd.yaml's: the network without BN's best rate (reports/selection)
     momentum: float = 0.0
+    weight_decay: float = 0.0  # L2 as torch's SGD adds it: gradient + weight_decay * parameter (every parameter)
+    nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
+    # the rate of the update at step t (1-based): constant: lr; exponential: lr * gamma ** floor((t - 1) / every);
+    # step: lr * gamma ** (the number of milestones below t). See bnrepro.training.optim.lr_schedule
+    schedule: str = "constant"
+    gamma: float = 0.96  # the decay factor of exponential and step
+    every: int = 8000  # exponential: updates between two decays
+    milestones: list[int] = field(default_factory=list)  # step: the update counts after which the rate drops
 
 
 @dataclass
@@ -44,7 +52,14 @@ class TrainConfig:
     num_threads: int | None = 1
     progress: bool = True  # a progress bar for a single run (a sweep shows one line for all its jobs instead)
     checkpoint_every: int = 5000  # steps between checkpoints; 0: only on Ctrl-C/SIGTERM
-    resume: bool = True  # a run folder holding a checkpoint continues from it; a finished run is skipped
+    # true: a run folder holding this config's unfinished run continues it, a finished one is skipped; false: any
+    # run there refuses the command; "force": also continue a checkpoint made on another BN code path (C++ kernel
+    # or torch ops, see bnrepro.run.job.bn_path), whose last bits differ. A bool or a string: typed Any
+    resume: Any = True
+    # batch order (bnrepro/training/batches.py): epoch (a new permutation each epoch) | fixed (one permutation, the
+    # same batches every epoch) | shards (fixed shards of shard_size samples, their order reshuffled each epoch)
+    shuffle: str = "epoch"
+    shard_size: int = 600
 
 
 @dataclass
@@ -64,7 +79,8 @@ class WandbConfig:
     job_type: str | None = None  # None: the experiment name
     tags: list[str] = field(default_factory=list)
     offline_fallback: bool = True  # online mode, W&B server unreachable: go offline, or stop before training
-    connect_timeout_s: float = 3.0  # how long the reachability probe of online mode waits
+    # online mode: the W&B server must answer a probe within this, and wandb.init must start the run within it
+    connect_timeout_s: float = 10.0
 
 
 @dataclass
@@ -123,6 +139,8 @@ def validate(cfg: Any) -> DictConfig:
     from bnrepro.data.base import Dataset
     from bnrepro.models.base import Model
     from bnrepro.probes.base import Probe
+    from bnrepro.training.batches import SHUFFLES
+    from bnrepro.training.optim import SCHEDULES
 
     if unknown := _unknown_keys(cfg, OmegaConf.structured(Config)):
         raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]), "only the keys of the schema in "
@@ -134,6 +152,17 @@ def validate(cfg: Any) -> DictConfig:
     check(_is_device(cfg.device), "device", cfg.device, "auto, cpu, cuda or cuda:N")
     check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", o.lr, "a positive finite number")
     check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "0 <= momentum < 1")
+    check(o.weight_decay >= 0 and math.isfinite(o.weight_decay), "optim.weight_decay", o.weight_decay,
+          "a finite number >= 0")
+    check(not o.nesterov or o.momentum > 0, "optim.nesterov", o.nesterov, "false, or true with optim.momentum > 0")
+    check_choice(o.schedule, "optim.schedule", SCHEDULES)
+    check(0 < o.gamma <= 1, "optim.gamma", o.gamma, "0 < gamma <= 1")
+    check(o.every > 0, "optim.every", o.every, "a positive number of updates")
+    milestones = list(o.milestones)
+    check(all(0 < a < b for a, b in zip(milestones, milestones[1:] + [math.inf])) and
+          (milestones or o.schedule != "step"), "optim.milestones", milestones,
+          "strictly increasing positive update counts" + (", at least one for optim.schedule=step"
+                                                          if o.schedule == "step" else ""))
     check(t.steps > 0, "train.steps", t.steps, "a positive integer")
     check(t.eval_every > 0, "train.eval_every", t.eval_every, "a positive integer")
     settings = OmegaConf.to_object(model)
@@ -142,6 +171,15 @@ def validate(cfg: Any) -> DictConfig:
           f"an integer from {least} to the {data_cls.name} training set's {data_cls.train_size}"
           + (" (batch norm's statistics need 2 samples)" if least > 1 else ""))
     check(t.max_loss > 0, "train.max_loss", t.max_loss, "a positive number")
+    check_choice(t.shuffle, "train.shuffle", SHUFFLES)
+    check(0 < t.shard_size <= data_cls.train_size, "train.shard_size", t.shard_size,
+          f"an integer from 1 to the {data_cls.name} training set's {data_cls.train_size}")
+    if data.get("augment", False):
+        shape = data_cls.input_shape
+        check(len(shape) == 3 and data.shift < min(shape[1:]), "data.shift", data.shift,
+              f"fewer pixels than the {data_cls.name} images' height and width" if len(shape) == 3
+              else f"none: {data_cls.name}'s samples {shape} are not images (C, H, W), so data.augment must be false")
+    check(isinstance(t.resume, bool) or t.resume == "force", "train.resume", t.resume, "true, false or force")
     check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every,
           "0 (only on Ctrl-C/SIGTERM) or a positive integer")
     check(cfg.wandb.connect_timeout_s > 0, "wandb.connect_timeout_s", cfg.wandb.connect_timeout_s,

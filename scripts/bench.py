@@ -33,14 +33,17 @@ sys.path.insert(0, str(REPO))
 
 from bnrepro import nn as bnn  # noqa: E402
 from bnrepro.data import default_root, load_mnist  # noqa: E402
-from bnrepro.models import MLP, SparseRows  # noqa: E402
+from bnrepro.models import CNN, MLP, SparseRows, StackedMLP  # noqa: E402
 from bnrepro.nn import cpu_kernel  # noqa: E402
-from bnrepro.runlog import peak_memory_mib  # noqa: E402
-from bnrepro.vectorized.loop import StackedSGD  # noqa: E402
-from bnrepro.vectorized.model import StackedMLP  # noqa: E402
+from bnrepro.run.runlog import peak_memory_mib  # noqa: E402
+from bnrepro.training.optim import StackedSGD  # noqa: E402
 
 STACK = 3  # models per stack in a fig1 sweep on 2 cores: 6 jobs, one stack per core
-TARGETS = {"run_vs_bare": 1.05, "bn_step_vs_torch": 1.10, "eval_share": 0.05, "mnist_load_s": 0.5}
+# the MLP's settings of the paper's Figure 1 as the bench has always timed them (a run's speed does not depend on
+# the learning rate or the init, but a baseline that diverges or stalls would end or skew a timed run)
+MLP_RUN = ("optim.lr=0.1", "model.init_std=0.05")
+TARGETS = {"run_vs_bare": 1.05, "bn_step_vs_torch": 1.10, "eval_share": 0.05, "mnist_load_s": 0.5,
+           "cnn_run_vs_bare": 1.10, "bn2d_step_vs_torch": 1.10}
 # the core issue's first, looser bounds, shown beside the targets above
 FIRST_BOUNDS = {"run_vs_bare": 1.15, "bn_step_vs_torch": 1.25}
 
@@ -59,6 +62,21 @@ def bare_model(bn: str, bn_layer: type[nn.Module]) -> nn.Sequential:
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.05)
     return model
+
+
+def bare_cnn() -> nn.Sequential:
+    """The default conv net (bnrepro/conf/model/cnn.yaml) with BN before each ReLU, as anyone would write it:
+    nn.Sequential with torch's BatchNorm2d/1d, N(0, 0.05) init, channels-last like the CNN part."""
+    def block(a: int, b: int) -> list[nn.Module]:
+        return [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
+
+    model = nn.Sequential(*block(1, 8), *block(8, 8), nn.MaxPool2d(2), *block(8, 16), *block(16, 16),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 7 * 7, 128, bias=False), nn.BatchNorm1d(128),
+                          nn.ReLU(), nn.Linear(128, 10))
+    for m in model:
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.normal_(m.weight, std=0.05)
+    return model.to(memory_format=torch.channels_last)
 
 
 def timed_steps(step: Callable[[int, int], None]) -> Callable[..., float]:
@@ -81,7 +99,8 @@ def timed_steps(step: Callable[[int, int], None]) -> Callable[..., float]:
 def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.1,
               test: tuple[torch.Tensor, torch.Tensor] | None = None, eval_every: int = 500) -> Callable[..., float]:
     """timed_steps of SGD on `model`, batch 60 (batches by index_select from a per-epoch permutation; given test
-    data, test accuracy on all of it every eval_every steps, as a run's evaluations)."""
+    data, test accuracy on all of it as often as a run evaluates: once at the start, every eval_every steps and
+    at the end)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(0)
     perm = torch.empty(0, dtype=torch.long)
@@ -96,10 +115,10 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if test is not None and ((i + 1) % eval_every == 0 or i + 1 == end):
+        if test is not None and (i == 0 or (i + 1) % eval_every == 0 or i + 1 == end):
             model.eval()
-            with torch.no_grad():
-                (model(test[0]).argmax(1) == test[1]).float().mean().item()
+            with torch.no_grad():  # in chunks of 1000, as the CNN's evaluation (memory)
+                sum((model(xc).argmax(1) == yc).sum() for xc, yc in zip(test[0].split(1000), test[1].split(1000)))
             model.train()
 
     return timed_steps(step)
@@ -137,15 +156,18 @@ def child(cmd: list[str]) -> str:
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
 
 
-def measure_bare(bn: str, steps: int) -> tuple[float, float]:
-    """Seconds and peak memory (MiB) of a bare loop in its own process."""
-    result = json.loads(child([sys.executable, __file__, "--bare", bn, "--steps", str(steps)]).strip().splitlines()[-1])
+def measure_bare(which: str, steps: int) -> tuple[float, float]:
+    """Seconds and peak memory (MiB) of a bare loop in its own process; which: none | before (the MLP) | cnn."""
+    out = child([sys.executable, __file__, "--bare", which, "--steps", str(steps)])
+    result = json.loads(out.strip().splitlines()[-1])
     return result["seconds"], result["peak_memory_mib"]
 
 
-def measure_run(bn: str, steps: int, tmp: Path) -> dict:
-    run_dir = tmp / f"run-{bn}-{time.monotonic_ns()}"
-    child([sys.executable, "-m", "bnrepro.train", f"model.bn={bn}", f"train.steps={steps}", "train.num_threads=1",
+def measure_run(which: str, steps: int, tmp: Path) -> dict:
+    """A full bnrepro-train run's summary; which: none | before (the MLP's BN) | cnn (the conv net, BN before)."""
+    run_dir = tmp / f"run-{which}-{time.monotonic_ns()}"
+    model = ("model=cnn", "model.bn=before", "optim.lr=0.05") if which == "cnn" else (f"model.bn={which}", *MLP_RUN)
+    child([sys.executable, "-m", "bnrepro.train", *model, f"train.steps={steps}", "train.num_threads=1",
            "train.progress=false", "wandb.mode=offline", f"hydra.run.dir={run_dir}"])
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -154,7 +176,7 @@ def measure_sweep(launcher: list[str], seeds: int, steps: int, tmp: Path) -> flo
     """Wall seconds of a whole `bnrepro-train -m` sweep (no BN and BN x `seeds` seeds), as a user runs it."""
     sweep = tmp / f"sweep-{time.monotonic_ns()}"
     start = time.perf_counter()
-    child([sys.executable, "-m", "bnrepro.train", "-m", "model.bn=none,before",
+    child([sys.executable, "-m", "bnrepro.train", "-m", "model.bn=none,before", *MLP_RUN,
            "seed=" + ",".join(map(str, range(seeds))), f"train.steps={steps}", "train.progress=false",
            "wandb.mode=offline", f"hydra.sweep.dir={sweep}", *launcher])
     return time.perf_counter() - start
@@ -188,22 +210,29 @@ class TorchOpsBatchNorm1d(bnn.BatchNorm1d):
 
 
 def step_ratios(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int, chunk: int = 250) -> dict[str, float]:
-    """Training steps of the BN network with each layer, in chunks of `chunk` steps taken in turns and timed in
-    this thread's CPU time, so that drift and the other core's load hit all alike: us per step, medians."""
+    """Training steps of the BN network with each layer, and of stacks (chunked_step_times): us per step."""
     layers = {"ours": bnn.BatchNorm1d, "torch": nn.BatchNorm1d, "ours_torch_ops": TorchOpsBatchNorm1d}
     loops = {name: bare_loop(bare_model("before", layer), x, y) for name, layer in layers.items()}
     loops |= {"stacked_cpp": stacked_loop(x, y, STACK, cpp=True),
               "stacked_torch_ops": stacked_loop(x, y, STACK, cpp=False)}
+    return {name: seconds * 1e6 for name, seconds in chunked_step_times(loops, steps, repeats, chunk).items()}
+
+
+def chunked_step_times(loops: dict[str, Callable[..., float]], steps: int, repeats: int,
+                       chunk: int) -> dict[str, float]:
+    """Seconds per step of each timed_steps loop, in chunks of `chunk` steps taken in turns and timed in this
+    thread's CPU time, so that drift and the other core's load hit all alike; medians over repeats."""
     for loop in loops.values():
-        loop(chunk)  # warm-up: allocator, first-call paths, the kernel's load
+        loop(chunk)  # warm-up: allocator, first-call paths, the kernels' load
     per_step: dict[str, list[float]] = {name: [] for name in loops}
+    chunks = max(1, steps // chunk)
     for _ in range(repeats):
         spent = dict.fromkeys(loops, 0.0)
-        for _ in range(max(1, steps // chunk)):
+        for _ in range(chunks):
             for name, loop in loops.items():
                 spent[name] += loop(chunk, cpu=True)
         for name in loops:
-            per_step[name].append(spent[name] / (max(1, steps // chunk) * chunk) * 1e6)
+            per_step[name].append(spent[name] / (chunks * chunk))
     return {name: statistics.median(v) for name, v in per_step.items()}
 
 
@@ -233,6 +262,56 @@ def layer_benchmarks(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int)
         "layer_fwd_bwd_us_torch": layer_times["torch"] / 2000 * 1e6,
         "layer_vs_torch": layer_times["ours"] / layer_times["torch"],
     }
+
+
+def cnn_benchmarks(x: torch.Tensor, y: torch.Tensor, repeats: int, steps: int = 500,
+                   chunk: int = 50) -> dict[str, float]:
+    """The conv net's training step with our BN vs torch's, and without BN (interleaved chunks in CPU time, as
+    step_ratios); our BatchNorm2d's forward+backward alone vs torch's at the first conv layer's feature maps."""
+    images = x.view(-1, 1, 28, 28)
+    models = {"ours": CNN(bn="before"), "torch": CNN(bn="before", bn_impl="torch"), "none": CNN(bn="none")}
+    loops = {name: bare_loop(model, images, y, lr=0.05) for name, model in models.items()}
+    ms = {name: seconds * 1e3 for name, seconds in chunked_step_times(loops, steps, repeats, chunk).items()}
+
+    shape = (60, 8, 28, 28)  # the first conv layer's output at batch 60, channels-last as the CNN keeps it
+    inp = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    layers = {"ours": bnn.BatchNorm2d(8), "torch": nn.BatchNorm2d(8)}
+
+    def fwd_bwd(layer: nn.Module, n: int = 200) -> float:
+        start = time.thread_time()
+        for _ in range(n):
+            torch.autograd.grad(layer(inp), [inp, *layer.parameters()], grad)
+        return time.thread_time() - start
+
+    layer_times = interleaved({k: (lambda m=m: fwd_bwd(m)) for k, m in layers.items()}, max(repeats, 5))
+    return {"cnn_step_ms_ours": ms["ours"], "cnn_step_ms_torch": ms["torch"], "cnn_step_ms_nobn": ms["none"],
+            "cnn_step_vs_torch": ms["ours"] / ms["torch"],
+            "bn2d_step_vs_torch": layer_times["ours"] / layer_times["torch"],
+            "bn2d_us_ours": layer_times["ours"] / 200 * 1e6, "bn2d_us_torch": layer_times["torch"] / 200 * 1e6}
+
+
+def paired(which: str, steps: int, repeats: int, tmp: Path) -> dict[str, list[float]]:
+    """A bare loop and a full run, back to back in alternating order `repeats` times: the machine's drift (up to
+    1.5x within minutes) moves a pair's two processes alike, and the order favours neither. Per pair: bare
+    seconds, the run's training seconds, their ratio, the whole processes' ratio, the run's evaluation share and
+    both peak memories."""
+    measure = {"bare": partial(measure_bare, which, steps), "run": partial(measure_run, which, steps, tmp)}
+    out: dict[str, list[float]] = {k: [] for k in ("bare", "run", "ratio", "process", "share", "rss_bare",
+                                                   "rss_run")}
+    for i in range(repeats):
+        pair, seconds = {}, {}
+        for side in ("bare", "run") if i % 2 == 0 else ("run", "bare"):
+            t = time.perf_counter()
+            pair[side] = measure[side]()
+            seconds[side] = time.perf_counter() - t
+        (b, rb), s = pair["bare"], pair["run"]
+        for key, value in (("bare", b), ("run", s["train_time_s"]), ("ratio", s["train_time_s"] / b),
+                           ("process", seconds["run"] / seconds["bare"]),
+                           ("share", s["eval_time_s"] / s["train_time_s"]), ("rss_bare", rb),
+                           ("rss_run", s["peak_memory_mib"])):
+            out[key].append(value)
+    return out
 
 
 def test_forward_ms(test_x: torch.Tensor, repeats: int = 10) -> float:
@@ -291,6 +370,15 @@ def markdown(res: dict, command: str) -> str:
         f"| <= {TARGETS['eval_share']:.0%} | {mark[ok['eval_share']]} |",
         f"| of which the test-set forward pass alone (10k images; the bare loop makes it too) "
         f"| {res['test_forward_share']:.1%} ({res['test_forward_ms']:.0f} ms each) | | |",
+        f"| conv net (model=cnn, BN before each ReLU): full `bnrepro-train` run / bare loop of the same net with "
+        f"torch's BatchNorm2d, training time ({res['cnn_run_steps']} steps) | {res['cnn_run_vs_bare']:.3f}x "
+        f"| <= {TARGETS['cnn_run_vs_bare']}x | {mark[ok['cnn_run_vs_bare']]} |",
+        f"| conv net training step, our BN / torch's BatchNorm2d+1d "
+        f"| {res['cnn_step_vs_torch']:.3f}x ({res['cnn_step_ms_ours']:.1f} vs {res['cnn_step_ms_torch']:.1f} ms; "
+        f"no BN {res['cnn_step_ms_nobn']:.1f} ms) | | |",
+        f"| BatchNorm2d forward+backward alone, ours / torch's (60x8x28x28, channels-last) "
+        f"| {res['bn2d_step_vs_torch']:.2f}x ({res['bn2d_us_ours']:.0f} vs {res['bn2d_us_torch']:.0f} us) "
+        f"| <= {TARGETS['bn2d_step_vs_torch']}x | {mark[ok['bn2d_step_vs_torch']]} |",
         f"| MNIST load from its cache | {res['mnist_load_s']:.2f} s | < {TARGETS['mnist_load_s']} s "
         f"| {mark[ok['mnist_load_s']]} |",
         f"| peak memory, bnrepro-train / bare loop | {res['rss_run_mib']:.0f} / {res['rss_bare_mib']:.0f} MiB | | |",
@@ -318,15 +406,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sweep-seeds", type=int, default=3, help="seeds per configuration (fig1: 3)")
     parser.add_argument("--sweep-steps", type=int, default=10000)
+    parser.add_argument("--cnn-steps", type=int, default=2000, help="steps of a timed conv net run (~15x an MLP's)")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
-    parser.add_argument("--bare", choices=["none", "before"], help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--bare", choices=["none", "before", "cnn"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     if args.bare:
         data = load_mnist(default_root())
-        model = bare_model(args.bare, bnn.BatchNorm1d)
-        seconds = bare_loop(model, data.train_x, data.train_y, test=(data.test_x, data.test_y))(args.steps)
+        x, test_x = data.train_x, data.test_x
+        if args.bare == "cnn":  # images as the data set gives them to the conv net
+            x, test_x = x.view(-1, 1, 28, 28), test_x.view(-1, 1, 28, 28)
+        model = bare_cnn() if args.bare == "cnn" else bare_model(args.bare, bnn.BatchNorm1d)
+        seconds = bare_loop(model, x, data.train_y, lr=0.05 if args.bare == "cnn" else 0.1,
+                            test=(test_x, data.test_y))(args.steps)
         print(json.dumps({"seconds": seconds, "peak_memory_mib": peak_memory_mib()}))
         return
 
@@ -341,36 +434,24 @@ def main() -> None:
     res: dict = {"machine": machine(), "steps": args.steps, "repeats": args.repeats,
                  "mnist_load_s": statistics.median(loads)}
     res |= layer_benchmarks(data.train_x, data.train_y, args.steps, args.repeats)
+    res |= cnn_benchmarks(data.train_x, data.train_y, args.repeats)
     res["test_forward_ms"] = test_forward_ms(data.test_x)
     with tempfile.TemporaryDirectory() as tmp:
         for bn in ("before", "none"):
-            bare, run, ratios, process, shares, rss_bare, rss_run = [], [], [], [], [], 0, 0
-            measure = {"bare": partial(measure_bare, bn, args.steps), "run": partial(measure_run, bn, args.steps,
-                                                                                     Path(tmp))}
-            for i in range(args.repeats):
-                # one bare loop and one run back to back, in alternating order: the machine's drift (up to 1.5x
-                # within minutes) moves a pair's two processes alike, and the order favours neither
-                pair, seconds = {}, {}
-                for which in ("bare", "run") if i % 2 == 0 else ("run", "bare"):
-                    t = time.perf_counter()
-                    pair[which] = measure[which]()
-                    seconds[which] = time.perf_counter() - t
-                (b, rb), s = pair["bare"], pair["run"]
-                bare.append(b)
-                run.append(s["train_time_s"])
-                ratios.append(s["train_time_s"] / b)
-                process.append(seconds["run"] / seconds["bare"])
-                shares.append(s["eval_time_s"] / s["train_time_s"])
-                rss_bare, rss_run = max(rss_bare, rb), max(rss_run, s["peak_memory_mib"])
+            pairs = paired(bn, args.steps, args.repeats, Path(tmp))
             suffix = "" if bn == "before" else "_nobn"
-            res[f"run_vs_bare{suffix}"] = statistics.median(ratios)
+            res[f"run_vs_bare{suffix}"] = statistics.median(pairs["ratio"])
             if bn == "before":
                 evaluations = args.steps // 500 + 1  # step 0, then every 500 steps
-                res["test_forward_share"] = res["test_forward_ms"] / 1e3 * evaluations / statistics.median(run)
-                res |= {"eval_share": statistics.median(shares), "rss_run_mib": rss_run,
-                        "rss_bare_mib": rss_bare, "bare_steps_per_s": args.steps / statistics.median(bare),
-                        "run_steps_per_s": args.steps / statistics.median(run),
-                        "run_vs_bare_process": statistics.median(process)}
+                run = statistics.median(pairs["run"])
+                res["test_forward_share"] = res["test_forward_ms"] / 1e3 * evaluations / run
+                res |= {"eval_share": statistics.median(pairs["share"]), "rss_run_mib": max(pairs["rss_run"]),
+                        "rss_bare_mib": max(pairs["rss_bare"]),
+                        "bare_steps_per_s": args.steps / statistics.median(pairs["bare"]),
+                        "run_steps_per_s": args.steps / run, "run_vs_bare_process": statistics.median(pairs["process"])}
+        pairs = paired("cnn", args.cnn_steps, max(3, args.repeats // 2 + 1), Path(tmp))
+        res |= {"cnn_run_vs_bare": statistics.median(pairs["ratio"]), "cnn_run_steps": args.cnn_steps,
+                "cnn_eval_share": statistics.median(pairs["share"])}
         sweep = interleaved({name: (lambda o=overrides: measure_sweep(o, args.sweep_seeds, args.sweep_steps, Path(tmp)))
                              for name, overrides in SWEEP_LAUNCHERS.items()}, max(1, args.repeats // 2))
         res |= {"sweep_jobs": 2 * args.sweep_seeds, "sweep_steps": args.sweep_steps,

@@ -17,6 +17,9 @@ import torch
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MACHINE = json.loads((GOLDEN / "machine.json").read_text())
 SHORT = ("train.steps=2000", "train.progress=false", "wandb.mode=disabled")
+# the settings the golden files were made with, pinned here since the defaults differ (reports/selection)
+GOLDEN_INIT, GOLDEN_LR = "model.init_std=0.05", "optim.lr=0.1"
+LR_SWEEP = "optim.lr=0.01,0.03,0.1,0.5,3.0,10.0,30.0"
 
 pytestmark = pytest.mark.skipif(
     (torch.__version__, torch.backends.cpu.get_cpu_capability()) != (MACHINE["torch"], MACHINE["cpu_capability"]),
@@ -24,29 +27,35 @@ pytestmark = pytest.mark.skipif(
            "results may differ in the last bits")
 
 
-def golden_name(job_folder: str) -> str:
-    """`3_model.bn=before,seed=0,train.steps=2000` -> `model.bn=before,seed=0.csv`."""
-    overrides = [o for o in re.sub(r"^\d+_", "", job_folder).split(",") if not o.startswith("train.steps=")]
+def golden_name(job_folder: str, pinned: tuple[str, ...]) -> str:
+    """`3_model.bn=before,model.init_std=0.05,seed=0,train.steps=2000` -> `model.bn=before,seed=0.csv` (the
+    pinned overrides and the step count are not part of the golden files' names)."""
+    overrides = [o for o in re.sub(r"^\d+_", "", job_folder).split(",")
+                 if not o.startswith("train.steps=") and o not in pinned]
     return ",".join(overrides) + ".csv"
 
 
-def assert_golden(sweep: Path, experiment: str, expected_jobs: int) -> None:
+def assert_golden(sweep: Path, experiment: str, expected_jobs: int, pinned: tuple[str, ...]) -> None:
     jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.csv").exists())
     assert len(jobs) == expected_jobs
     for job in jobs:
-        golden = GOLDEN / experiment / golden_name(job.name)
+        golden = GOLDEN / experiment / golden_name(job.name, pinned)
         assert (job / "metrics.csv").read_bytes() == golden.read_bytes(), job.name
 
 
 def test_fig1_sweep_is_bit_identical_vectorized_and_alone(cli, tmp_path: Path) -> None:
-    cli("-m", "experiment=fig1", *SHORT, "hydra/launcher=vectorized", f"hydra.sweep.dir={tmp_path / 'stacked'}")
-    assert_golden(tmp_path / "stacked", "fig1", 6)
-    cli("-m", "experiment=fig1", "seed=0", *SHORT, f"hydra.sweep.dir={tmp_path / 'alone'}")
-    assert_golden(tmp_path / "alone", "fig1", 2)
+    pinned = (GOLDEN_INIT, GOLDEN_LR)
+    cli("-m", "experiment=fig1", *pinned, *SHORT, "hydra/launcher=vectorized",
+        f"hydra.sweep.dir={tmp_path / 'stacked'}")
+    assert_golden(tmp_path / "stacked", "fig1", 6, pinned)
+    cli("-m", "experiment=fig1", "seed=0", *pinned, *SHORT, f"hydra.sweep.dir={tmp_path / 'alone'}")
+    assert_golden(tmp_path / "alone", "fig1", 2, pinned)
 
 
 def test_lr_sweep_is_bit_identical(cli, tmp_path: Path) -> None:
     # one seed of the 14 configurations, stacked (the other seeds' files stay as the reference for a full check:
-    # `bnrepro-train -m experiment=lr_sweep train.steps=2000 hydra/launcher=vectorized`)
-    cli("-m", "experiment=lr_sweep", "seed=0", *SHORT, "hydra/launcher=vectorized", f"hydra.sweep.dir={tmp_path}")
-    assert_golden(tmp_path, "lr_sweep", 14)
+    # `bnrepro-train -m experiment=lr_sweep model.init_std=0.05 optim.lr=0.01,...,30.0 train.steps=2000
+    # hydra/launcher=vectorized`)
+    cli("-m", "experiment=lr_sweep", "seed=0", GOLDEN_INIT, LR_SWEEP, *SHORT, "hydra/launcher=vectorized",
+        f"hydra.sweep.dir={tmp_path}")
+    assert_golden(tmp_path, "lr_sweep", 14, (GOLDEN_INIT,))

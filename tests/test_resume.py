@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from bnrepro.run.checkpoint import CHECKPOINT_FILE
+from bnrepro.run.lock import LOCK_FILE
 
 # long enough that a kill lands mid-run, short enough for the suite; checkpoints every 200 steps
-RUN = ("model.bn=before", "train.steps=3000", "train.eval_every=250", "train.checkpoint_every=200",
+RUN = ("model.bn=before", "train.steps=1500", "train.eval_every=250", "train.checkpoint_every=200",
        "train.progress=false", "wandb.mode=offline")
 
 
@@ -44,6 +45,7 @@ def test_kill_9_then_resume_is_bit_identical(cli, start_cli, uninterrupted: Path
     proc.kill()
     proc.wait()
     assert _summary(run_dir)["status"] == "running"  # killed mid-run: nothing had a chance to clean up
+    assert (run_dir / LOCK_FILE).read_text().strip() == str(proc.pid)  # its lock file stays, its lock does not
 
     proc = cli(*RUN, f"hydra.run.dir={run_dir}")
     summary = _summary(run_dir)

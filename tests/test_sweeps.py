@@ -30,9 +30,10 @@ def _check_wandb(job: Path, group: str, job_type: str) -> None:
 CASES = [
     ("fig1", ("seed=0",), 2),
     ("lr_sweep", ("seed=0", "optim.lr=0.1,30.0"), 4),
-    ("bn_placement", ("seed=0",), 6),
+    ("bn_placement", ("seed=0", "optim.lr=0.5"), 6),
     ("activation_dist", ("seed=0",), 2),
-    ("smoke", (), 24),
+    # both models on both data sets: the four (model, data) pairs of the experiment's 24 jobs, with BN
+    ("smoke", ("model.bn=before", "optim.lr=0.1"), 4),
 ]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 

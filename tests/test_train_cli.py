@@ -79,7 +79,7 @@ BAD = [
     ("model.bn=sideways", "model.bn"), ("model.activation=swish", "model.activation"),
     ("wandb.mode=sometimes", "wandb.mode"), ("device=tpu", "device"), ("model.hidden=[100,0]", "model.hidden"),
     ("tracking.percentiles=[15,101]", "tracking.percentiles"), ("train.steps=abc", "train.steps"),
-    ("train.resume=maybe", "train.resume"), ("+foo=1", "foo"), ("model=cnn", "model/cnn"),
+    ("train.resume=maybe", "train.resume"), ("+foo=1", "foo"), ("model=resnet", "model/resnet"),
     ("device=cuda", "device"),
 ]
 

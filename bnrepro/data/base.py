@@ -4,7 +4,10 @@ A data set is a subclass of `Dataset`, named in `conf/data/<name>.yaml` by `_tar
 - `Config`: its typed schema, a dataclass whose fields are the YAML file's keys (`check()` for ranges);
 - `name`, `input_shape`, `num_classes`, `train_size`: known before anything loads, so that a config can be
   checked against them (a batch larger than the training set, a model of another input shape);
-- `load(device)`: the four tensors, verified, on the device.
+- `load(device)`: the four tensors, verified, on the device;
+- optionally `augment(x, generator)`: a training batch with random distortions, which the training loop asks for
+  when the config's `augment` is true (the default: random shifts, for image data sets whose Config subclasses
+  `AugmentOptions`).
 Nothing is ever downloaded: a data set reads files that a package or the user put on disk, and says in one
 line what is missing and how to get it.
 """
@@ -16,7 +19,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from bnrepro.parts import check
 
 
 class DataError(RuntimeError):
@@ -34,6 +40,32 @@ class Splits:
     name: str  # for figure titles and tables, e.g. "MNIST"
 
 
+@dataclass
+class AugmentOptions:
+    """The training batches' distortions (Sec. 4.2's Inception trains on distorted images): fields of an image data
+    set's Config. Off by default; the test set is never distorted."""
+
+    augment: bool = False  # random shifts of every training image, each by its own offset
+    shift: int = 2  # the largest shift, in pixels along each axis (the image zero-padded by it, randomly cropped)
+
+    def check(self) -> None:
+        check(self.shift > 0, "shift", self.shift, "a positive number of pixels")
+
+
+def random_shift(x: Tensor, shift: int, generator: torch.Generator) -> Tensor:
+    """x (B, C, H, W) -> each image moved by its own (dy, dx), uniform over -shift..shift on each axis, pixels moved
+    past the border lost and the uncovered ones zero: a random H x W crop of the image zero-padded by `shift`.
+    The offsets come from `generator` (a CPU one) whatever x's device, so a run's distortions are the same there."""
+    b, c, h, w = x.shape
+    # each crop's top-left corner in the padded image: (2, B, 1), rows then columns
+    corner = torch.randint(0, 2 * shift + 1, (2, b, 1), generator=generator).to(x.device)
+    rows = corner[0] + torch.arange(h, device=x.device)  # (B, H)
+    cols = corner[1] + torch.arange(w, device=x.device)  # (B, W)
+    padded = F.pad(x, (shift, shift, shift, shift))  # (B, C, H + 2 shift, W + 2 shift)
+    cropped = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * shift))
+    return cropped.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
 class Dataset:
     Config: ClassVar[type]
     name: ClassVar[str]
@@ -48,3 +80,9 @@ class Dataset:
 
     def load(self, device: torch.device | str = "cpu") -> Splits:
         raise NotImplementedError
+
+    def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """A training batch (B, *input_shape) distorted, its randomness drawn from `generator` alone (a resumed
+        run restores it); called only when the config's `augment` is true. The default shifts images by up to the
+        config's `shift` pixels (random_shift)."""
+        return random_shift(x, self.cfg.shift, generator)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bnrepro.data.base import DataError, Dataset, Splits
+from bnrepro.data.base import AugmentOptions, DataError, Dataset, Splits
 from bnrepro.data.idx import IdxFormatError, parse_idx, read_idx_bytes
 from bnrepro.parts import check
 
@@ -74,13 +74,14 @@ def read_verified(path: Path, shape: tuple[int, ...], expected_sha256: str) -> n
 
 
 @dataclass
-class FashionMNISTConfig:
+class FashionMNISTConfig(AugmentOptions):
     root: str = field(default_factory=lambda: str(default_root()))  # a folder holding the four idx files
     binarize: bool = False  # grayscale by default: clothing loses most of its detail at one threshold
     threshold: float = 0.5  # with binarize: pixel/255 > threshold -> 1
 
     def check(self) -> None:
         check(0.0 <= self.threshold < 1.0, "threshold", self.threshold, "0 <= threshold < 1")
+        super().check()
 
 
 class FashionMNIST(Dataset):

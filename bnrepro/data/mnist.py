@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from bnrepro.atomic import atomic_write_text
-from bnrepro.data.base import DataError, Dataset, Splits
+from bnrepro.data.base import AugmentOptions, DataError, Dataset, Splits
 from bnrepro.data.idx import idx_size, sha256_file, write_idx
 from bnrepro.parts import check
 
@@ -238,13 +238,14 @@ def load_mnist(
 
 
 @dataclass
-class MNISTConfig:
+class MNISTConfig(AugmentOptions):
     root: str = field(default_factory=lambda: str(default_root()))  # the cache's root (built there if absent)
     binarize: bool = True  # the paper's input is binary (Sec. 4.1); False gives grayscale pixel/255
     threshold: float = 0.5  # pixel/255 > threshold -> 1
 
     def check(self) -> None:
         check(0.0 <= self.threshold < 1.0, "threshold", self.threshold, "0 <= threshold < 1")
+        super().check()
 
 
 class MNIST(Dataset):

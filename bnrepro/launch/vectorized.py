@@ -4,7 +4,9 @@ BN layer, a probe that needs the model alone) train alone, side by side in the s
 
 Workers run in their own process group, so a terminal's Ctrl-C reaches them once, through this process, which
 forwards SIGINT and SIGTERM: every group checkpoints and records `interrupted`, as single runs do. A signal
-that comes while a worker is still starting waits in shared memory until its handlers are in place.
+that comes while a worker is still starting waits in shared memory until its handlers are in place. A worker
+whose launcher ends any other way (SIGKILL included) gets SIGTERM from the kernel and does the same, holding its
+jobs' folder locks (handed over with the jobs) until it is done.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
-from bnrepro.interrupt import SIGNALS, StopRequest
+from bnrepro.errors import EXIT_BUG, describe
+from bnrepro.interrupt import SIGNALS, Interrupted, StopRequest
+from bnrepro.launch.lifeline import die_with_parent
 from bnrepro.run.job import Job, group_key, train
 from bnrepro.run.runlog import read_summary
 
@@ -71,7 +75,7 @@ def _in_workers(groups: list[list[Job]], n_workers: int) -> None:
         load[i] += len(group) * group[0].cfg.train.steps
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch and W&B threads
     pending = context.Value("i", 0)  # the first signal received, for workers not yet listening
-    workers = [context.Process(target=_worker, args=(share, pending)) for share in shares]
+    workers = [context.Process(target=_worker, args=(share, pending, os.getpid())) for share in shares]
     # workers inherit "ignore" until their own handlers are in place, so a signal cannot kill one mid-start
     previous = {s: signal.signal(s, signal.SIG_IGN) for s in SIGNALS}
     for w in workers:
@@ -96,12 +100,17 @@ def _in_workers(groups: list[list[Job]], n_workers: int) -> None:
         log.warning("%d worker(s) ended with exit codes %s; their jobs' summary.json say how", len(failed), failed)
 
 
-def _worker(groups: list[list[Job]], pending: Any) -> None:
+def _worker(groups: list[list[Job]], pending: Any, launcher: int) -> None:
     os.setpgrp()  # signals come from the launcher only, once each (see the module docstring)
     with StopRequest() as stop:
-        stop.signum = pending.value or None
-        if not _train_all(groups, stop):
-            raise SystemExit(1)
+        die_with_parent(launcher)
+        stop.signum = stop.signum or pending.value or None
+        try:
+            ok = _train_all(groups, stop)
+        except Interrupted as e:  # a second signal: the groups recorded it; the launcher says how to continue
+            raise SystemExit(e.exit_code) from None
+        if not ok:
+            raise SystemExit(EXIT_BUG)
 
 
 def _train_all(groups: list[list[Job]], stop: StopRequest | None = None) -> bool:
@@ -110,7 +119,8 @@ def _train_all(groups: list[list[Job]], stop: StopRequest | None = None) -> bool
     for group in groups:
         try:
             train(group, stop)
-        except Exception:
-            log.exception("a group of %d jobs failed; their summary.json record the error", len(group))
+        except Exception as e:
+            if describe(e) is None:  # a bug: its traceback; an anticipated failure is one line, from the launcher
+                log.exception("a group of %d jobs failed; their summary.json record the error", len(group))
             ok = False
     return ok

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from bnrepro import nn as bnn
 from bnrepro.models.base import Model
-from bnrepro.models.options import ACTIVATIONS, NetworkOptions, init_weights
+from bnrepro.models.options import ACTIVATIONS, ACTIVATIONS_IN_PLACE, NetworkOptions, init_weights
 from bnrepro.parts import ConfigError, check
 
 # (conv layers' BN, fully connected layers' BN) of each implementation
@@ -75,7 +75,7 @@ class CNN(Model):
         c = self.cfg
         if len(self.input_shape) != 3:
             raise ValueError(f"CNN takes images, input_shape (C, H, W), got {self.input_shape}")
-        self.act = ACTIVATIONS[c.activation]
+        self.act, self.act_in_place = ACTIVATIONS[c.activation], ACTIVATIONS_IN_PLACE[c.activation]
         self.bn_before = c.bn == "before"
         bn_2d, bn_1d = BN_LAYERS[c.bn_impl] if c.bn != "none" else (None, None)
         bias = not self.bn_before  # BN's beta replaces the bias it would cancel anyway (Sec. 3.2)
@@ -123,7 +123,8 @@ class CNN(Model):
         if taps is not None:
             # one unit (a conv layer's channel) copied out over batch and positions, so z can die at once
             taps.append(z if unit is None else torch.flatten(z[:, unit].clone()))
-        x = self.act(z)
+        # in place where nothing needs z any more: no backward to come, and no tap holding all of it
+        x = self.act_in_place(z) if not torch.is_grad_enabled() and (taps is None or unit is not None) else self.act(z)
         if norm is not None and not self.bn_before:
             x = norm(x)
         return x

@@ -36,10 +36,14 @@ Linear = Callable[[Any, Tensor, Tensor | None], Tensor]  # (x, weight, bias) -> 
 @dataclass
 class MLPConfig(NetworkOptions):
     hidden: list[int] = field(default_factory=lambda: [100, 100, 100])  # the paper's 3 x 100 (Sec. 4.1)
+    # the smallest std at which the network without BN leaves chance by step 500 (reports/selection; the YAML's too)
+    init_std: float = 0.2
+    dropout: float = 0.0  # drop probability on the last hidden layer's output, in training (as the CNN's)
 
     def check(self) -> None:
         check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "hidden", list(self.hidden),
               "a non-empty list of positive integers")
+        check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "0 <= dropout < 1")
         super().check()
 
     def tap_widths(self) -> list[int]:
@@ -59,12 +63,13 @@ class HiddenLayer(nn.Module):
 
 def mlp_forward(x: Any, layers: Sequence[tuple[Tensor, Tensor | None, Callable | None]],
                 out: tuple[Tensor, Tensor | None], linear: Linear, act: Callable[[Tensor], Tensor],
-                bn_before: bool, taps: list[Tensor] | None, unit: int | None) -> Tensor:
+                bn_before: bool, taps: list[Tensor] | None, unit: int | None, dropout: float = 0.0) -> Tensor:
     """The MLP's forward for one network, x (B, in) -> (B, classes), or K stacked ones, (K, B, in) -> (K, B, classes).
 
     layers: each hidden layer's (weight, bias, norm or None); out: the output layer's (weight, bias); `linear`
     and `act` are the ops (a stack's run on all K models at once). Each hidden activation's input is appended
     to `taps`, or only its `unit`-th column (copied out, so the whole (B, width) tensor can die at once).
+    dropout: the drop probability on the last hidden output (a model alone, in training; 0 draws nothing).
     """
     for weight, bias, norm in layers:
         z = linear(x, weight, bias)
@@ -75,6 +80,8 @@ def mlp_forward(x: Any, layers: Sequence[tuple[Tensor, Tensor | None, Callable |
         x = act(z)
         if norm is not None and not bn_before:
             x = norm(x)
+    if dropout:
+        x = F.dropout(x, dropout, training=True)
     return linear(x, *out)
 
 
@@ -122,11 +129,13 @@ class MLP(Model):
         """x: (B, in), or SparseRows of that shape -> logits (B, classes); taps as `mlp_forward`'s."""
         layers = [(h.linear.weight, h.linear.bias, h.norm) for h in self.hidden]
         return mlp_forward(x, layers, (self.out.weight, self.out.bias), linear_or_sparse, self.act,
-                           self.bn_before, taps, unit)
+                           self.bn_before, taps, unit, self.cfg.dropout if self.training else 0.0)
 
     @classmethod
     def stackable(cls, cfg: Any) -> bool:
-        return cfg.bn == "none" or cfg.bn_impl == "bnrepro"  # torch's BN layer has no stacked form
+        # torch's BN layer has no stacked form; dropout's masks come from torch's global RNG in a model's own order,
+        # which K models drawing at once cannot reproduce
+        return (cfg.bn == "none" or cfg.bn_impl == "bnrepro") and not cfg.dropout
 
     @classmethod
     def stack(cls, models: Sequence[MLP]) -> StackedMLP:
@@ -173,6 +182,8 @@ class StackedMLP:
 
     def __init__(self, models: Sequence[MLP]) -> None:
         template = models[0]
+        if template.cfg.dropout:
+            raise ValueError("MLPs with dropout do not stack (MLP.stackable)")
         self.k = len(models)
         self.act, self.bn_before = template.act, template.bn_before
         states = [m.state_dict() for m in models]

@@ -6,15 +6,20 @@ their shared Context and assembles what they return.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from bnrepro.report import provenance, sections, slices
 from bnrepro.report.load import RunSet, load_runs
-from bnrepro.report.markdown import Report, Section, Skipped, render
+from bnrepro.report.markdown import Report, Section, Skipped, render, unique_claims
 from bnrepro.report.names import data_name, model_name
+
+NUMBERS = "numbers.json"  # next to report.md: its claims and tables as data
 
 
 def default_out(rs: RunSet) -> Path:
@@ -61,8 +66,23 @@ def _sections(ctx: sections.Context) -> list[Section | Skipped]:
     return [entry.build(ctx) for entry in sections.registered()]
 
 
-def build_report(paths: list[Path], out: Path | None = None, base_lr: float | None = None) -> Path:
-    """Write report.md and its figures for the runs under `paths`; returns report.md's path."""
+def numbers(report: Report, ctx: sections.Context) -> dict[str, Any]:
+    """report.md's claims, tables and notes as data, and each run's outcome: what scripts/readme_numbers.py
+    quotes in the README."""
+    columns = [*ctx.varying, slices.SEED, "status", "final_test_acc", "best_test_acc"]
+    runs = ctx.runs[[c for c in columns if c in ctx.runs]]
+    return {"title": report.title, "base_lr": ctx.base_lr, "commands": report.commands, "commits": report.commits,
+            "claims": [dataclasses.asdict(c) for c in unique_claims(report)],
+            "tables": {s.title: s.table.to_dict("records") for s in report.sections if s.table is not None},
+            "notes": {s.title: s.notes for s in report.sections if s.notes},
+            "runs": json.loads(runs.to_json(orient="records"))}
+
+
+def build_report(paths: list[Path], out: Path | None = None, base_lr: float | None = None,
+                 figure_seed: int = 0) -> Path:
+    """Write report.md, numbers.json and the figures for the runs under `paths`; returns report.md's path.
+
+    figure_seed: the seed whose networks Figure 1(b, c) draws."""
     rs = load_runs(paths)
     if rs.runs.empty:
         raise FileNotFoundError(f"no run folder (one with summary.json) under {', '.join(map(str, paths))}"
@@ -82,7 +102,7 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
     varying = slices.varying_keys(runs, rs.config_keys)
     lr, how = slices.choose_base_lr(runs, base_lr)
     named = runs if len(runs) else rs.runs  # with no finished run, the loaded ones still say what was trained
-    ctx = sections.Context(runs, metrics, varying, lr, out, model_name(named), data_name(named))
+    ctx = sections.Context(runs, metrics, varying, lr, out, model_name(named), data_name(named), figure_seed)
     items = _sections(ctx)
     names = sorted({str(n) for n in rs.runs["name"].dropna()}) if "name" in rs.runs else []
     report = Report(
@@ -92,8 +112,9 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
         sections=[i for i in items if isinstance(i, Section)],
         skipped=[i for i in items if isinstance(i, Skipped)],
         commands=[*provenance.commands([Path(r) for r in rs.runs["run"]], rs.sweeps), "# this report",
-                  provenance.report_command(paths, out, base_lr)],
+                  provenance.report_command(paths, out, base_lr, figure_seed)],
         versions=provenance.versions(rs.runs), commits=provenance.commits(rs.runs))
     path = out / "report.md"
     path.write_text(render(report, out))
+    (out / NUMBERS).write_text(json.dumps(numbers(report, ctx), indent=1, default=str) + "\n")
     return path

@@ -21,10 +21,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-lr", type=float, default=None,
                         help="the learning rate called 1x (default: bnrepro.config.OptimConfig().lr if "
                              "the run set has it, else the most common optim.lr)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the seed whose networks Figure 1(b, c) draws, one network per panel (default 0; "
+                             "the smallest seed present if that one is not)")
     args = parser.parse_args(argv)
     try:
-        path = build_report(args.paths, args.out, args.base_lr)
+        path = build_report(args.paths, args.out, args.base_lr, args.seed)
     except FileNotFoundError as e:
         print(f"bnrepro-report: {e}", file=sys.stderr)
         sys.exit(1)
+    except (FileExistsError, NotADirectoryError, PermissionError, IsADirectoryError) as e:  # --out unusable
+        print(f"bnrepro-report: cannot write the report to {e.filename or args.out} ({e.strerror}): "
+              "choose another --out folder", file=sys.stderr)
+        sys.exit(3)
     print(f"bnrepro-report: wrote {path}")

@@ -1,4 +1,5 @@
-"""Matplotlib drawing only: every curve is a seed mean with a min-max band, saved as PNG and PDF.
+"""Matplotlib drawing only, saved as PNG and PDF: accuracy curves are seed means with a min-max band; a tracked
+unit's percentiles are drawn for one network at a time.
 
 What to draw (which runs, which layers) is decided by the caller; these functions draw it in the
 paper's axes where the paper has a figure. Figures are built without pyplot, so no interactive
@@ -83,29 +84,39 @@ def panels_figure(metrics: pd.DataFrame, panels: list[tuple[str, list[Group]]], 
     return fig
 
 
-def percentile_figure(metrics: pd.DataFrame, panels: list[Group], layers: list[tuple[str, list[str]]],
-                      title: str) -> Figure:
-    """Figure 1(b, c): a unit's activation-input percentiles over steps, under `title`. Rows are (layer, its
-    percentile columns), columns are run groups; a row shares one y scale so drift compares fairly."""
+Panel = tuple[str, str]  # (panel title, the run folder whose network it draws)
+
+
+def percentile_figure(metrics: pd.DataFrame, rows: list[tuple[list[Panel], list[str]]], title: str) -> Figure:
+    """Figure 1(b, c): one network per panel, one line per percentile of its tracked unit over steps.
+
+    rows: (panels, the percentile columns they draw), e.g. one row per layer or one per seed; a row shares one y
+    scale so drift compares fairly. Nothing is averaged across runs: the tracked unit of one network is not the
+    same unit as that of another seed's network, so a seed mean would describe no unit at all.
+    """
     # constrained layout keeps the overall title clear of the panel titles at any number of rows
-    fig = Figure(figsize=(4.5 * len(panels), 3.2 * len(layers)), layout="constrained")
+    width = max(len(panels) for panels, _ in rows)
+    fig = Figure(figsize=(4.5 * width, 3.2 * len(rows)), layout="constrained")
     fig.suptitle(title)
-    axes = fig.subplots(len(layers), len(panels), squeeze=False, sharex=True, sharey="row")
-    for row, (layer, columns) in zip(axes, layers, strict=True):
+    axes = fig.subplots(len(rows), width, squeeze=False, sharex=True, sharey="row")
+    for ax_row, (panels, columns) in zip(axes, rows, strict=True):
         low, high = -2.0, 2.0  # the paper's y range, widened to show drift that leaves it
-        for ax, (_, label, runs) in zip(row, panels, strict=True):
+        for ax, (panel_title, run) in zip(ax_row, panels, strict=False):
+            mine = metrics[metrics["run"] == run]
             for i, column in enumerate(columns):
-                stats = curve(metrics, runs, column)
-                if stats.empty:
+                points = mine[["step", column]].dropna() if column in mine else mine.iloc[:0]
+                if points.empty:
                     continue
-                _band(ax, stats, column.rsplit("/", 1)[-1], f"C{i}")
-                low, high = min(low, stats["min"].min()), max(high, stats["max"].max())
-            ax.set_title(f"{label} (n={len(runs)}), layer {layer}")
+                ax.plot(points["step"], points[column], color=f"C{i}", lw=1.5, label=column.rsplit("/", 1)[-1])
+                low, high = min(low, points[column].min()), max(high, points[column].max())
+            ax.set_title(panel_title)
             ax.grid(alpha=0.3)
+        for ax in ax_row[len(panels):]:
+            ax.set_visible(False)
         pad = 0.05 * (high - low)
-        row[0].set_ylim(low - pad, high + pad)
-        row[0].set_ylabel("input to the activation")
-        row[0].legend(loc="upper left", fontsize="small")
+        ax_row[0].set_ylim(low - pad, high + pad)
+        ax_row[0].set_ylabel("input to the activation")
+        ax_row[0].legend(loc="upper left", fontsize="small")
     for ax in axes[-1]:
         ax.set_xlabel("training step")
     return fig

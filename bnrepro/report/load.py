@@ -77,9 +77,16 @@ def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
     return list(dict.fromkeys(runs)), list(dict.fromkeys(incomplete)), list(dict.fromkeys(sweeps))
 
 
+def _mapping(value: Any, path: Path) -> dict[str, Any]:
+    """A file's content that must be a mapping (a run's config or summary), else ValueError naming the file."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{path.name} holds {type(value).__name__}, not a mapping")
+    return value
+
+
 def _load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
-    config = flatten(read_yaml(run_dir / CONFIG) or {})
-    summary = flatten(json.loads((run_dir / SUMMARY).read_text()))
+    config = flatten(_mapping(read_yaml(run_dir / CONFIG) or {}, run_dir / CONFIG))
+    summary = flatten(_mapping(json.loads((run_dir / SUMMARY).read_text()), run_dir / SUMMARY))
     # the summary's `device` is what the config's `device: auto` became; keep both
     summary = {f"summary.{k}" if k in config else k: v for k, v in summary.items()}
     row = {"run": str(run_dir), **config, **summary}
@@ -95,7 +102,9 @@ def load_runs(paths: list[Path]) -> RunSet:
     for run_dir in run_dirs:
         try:
             config, row, metrics = _load_run(run_dir)
-        except (OSError, ValueError, yaml.YAMLError) as err:  # one unreadable run must not sink the report
+        # one unreadable run, whatever the shape of the damage, must not sink the report: it is listed instead
+        except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError, yaml.YAMLError,
+                pd.errors.ParserError) as err:
             problems.append(f"unreadable run: {run_dir}: {err}")
             continue
         if metrics.empty:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnrepro.report.claims import Claim
+from bnrepro.report.stats import Interval
 
 
 @dataclass
@@ -47,6 +48,11 @@ def cell(x: float | None) -> str:
     return "–" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
 
+def interval_cell(iv: Interval | None) -> str:
+    """A mean's CONFIDENCE interval as a table cell, percent: "97.44 to 97.74"; "–" without one."""
+    return "–" if iv is None else f"{cell(iv.low)} to {cell(iv.high)}"
+
+
 def table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table; cells are printed as they are (format them first)."""
     cells = [[str(c) for c in df.columns]] + [[str(v) for v in row] for row in df.itertuples(index=False)]
@@ -69,16 +75,44 @@ def _section(s: Section, out: Path) -> list[str]:
     return [*lines, ""]
 
 
+def unique_claims(r: Report) -> list[Claim]:
+    """Every section's claims in order, each once: a claim shown under two sections (the LR figure and the
+    divergence table) is listed once."""
+    return list({c.sentence(): c for s in r.sections for c in s.claims}.values())
+
+
+def comparisons(claims: list[Claim]) -> pd.DataFrame | None:
+    """claim x comparison -> verdict, for the claims judged both at a shared and at tuned learning rates."""
+    judged: dict[str, dict[str, str]] = {}
+    for c in claims:
+        if c.comparison:
+            judged.setdefault(c.claim, {})[c.comparison] = c.verdict
+    kinds = sorted({k for by in judged.values() for k in by}, key=lambda k: (k.startswith("tuned"), k))
+    paired = {claim: by for claim, by in judged.items() if len(by) > 1}
+    if not paired:
+        return None
+    return pd.DataFrame([{"claim": claim, **{k: by.get(k, "–") for k in kinds}} for claim, by in paired.items()])
+
+
 def render(r: Report, out: Path) -> str:
     lines = [f"# {r.title}", "", *[f"- {o}" for o in r.overview], ""]
     if r.problems:
         lines += ["**Runs left out:**", "", *[f"- {p}" for p in r.problems], ""]
-    # a claim shown under two sections (the LR figure and the divergence table) is listed once
-    claims = list({c.sentence(): c for s in r.sections for c in s.claims}.values())
+    claims = unique_claims(r)
     if claims:
-        glance = pd.DataFrame([(c.where, c.paper, c.found, c.verdict) for c in claims],
-                              columns=["paper", "claim", "this run set", "verdict"])
+        rules = list(dict.fromkeys(c.rule for c in claims if c.rule))
+        label = {rule: f"R{i}" for i, rule in enumerate(rules, 1)}
+        glance = pd.DataFrame([(c.where, f'"{c.quote}"', c.claim, c.comparison or "–", c.found, c.verdict,
+                                label.get(c.rule, "–")) for c in claims],
+                              columns=["paper", "the paper says (PAPER.md)", "tested here", "comparison",
+                                       "this run set", "verdict", "rule"])
         lines += ["## The paper's claims at a glance", "", table(glance), ""]
+        lines += ["Rules (thresholds in bnrepro/report/thresholds.py):", "",
+                  *[f"- {label[rule]}: {rule}." for rule in rules], ""]
+        both = comparisons(claims)
+        if both is not None:
+            lines += ["Which comparison holds: each claim judged at one shared learning rate and with each "
+                      "network at its own best learning rate (the tuned comparison below).", "", table(both), ""]
     lines += ["## Setup", "", table(r.setup), ""]
     figures = [s for s in r.sections if s.files]
     tables = [s for s in r.sections if not s.files]

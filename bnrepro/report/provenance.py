@@ -59,9 +59,10 @@ def commands(run_dirs: list[Path], sweeps: list[Path]) -> list[str]:
     return lines
 
 
-def report_command(paths: list[Path], out: Path, base_lr: float | None) -> str:
+def report_command(paths: list[Path], out: Path, base_lr: float | None, figure_seed: int = 0) -> str:
     return shlex.join(["bnrepro-report", *map(str, paths), "--out", str(out),
-                       *(["--base-lr", f"{base_lr:g}"] if base_lr is not None else [])])
+                       *(["--base-lr", f"{base_lr:g}"] if base_lr is not None else []),
+                       *(["--seed", str(figure_seed)] if figure_seed != 0 else [])])
 
 
 def _counts(values: pd.Series, missing: str) -> str:

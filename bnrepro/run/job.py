@@ -16,17 +16,21 @@ import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bnrepro import nn as bnn
 from bnrepro.config import COMPUTE_NEUTRAL
 from bnrepro.data.base import Dataset
+from bnrepro.errors import FolderRefused
 from bnrepro.interrupt import StopRequest
 from bnrepro.models.base import Model
+from bnrepro.nn import cpu_kernel
 from bnrepro.parts import ConfigError, build_part, part_class
 from bnrepro.probes.base import Probe
-from bnrepro.run.checkpoint import FINISHED
+from bnrepro.run.checkpoint import CHECKPOINT_FILE, FINISHED
+from bnrepro.run.lock import FolderLock
 from bnrepro.run.record import RunRecord
 from bnrepro.training.evaluation import Evaluator
 from bnrepro.training.loop import LoopState, Member, train_loop
-from bnrepro.training.optim import build_optimizer
+from bnrepro.training.optim import build_optimizer, lr_schedule
 from bnrepro.training.trainers import SingleTrainer, StackedTrainer
 
 
@@ -76,16 +80,53 @@ class Job:
     threads: int | None  # torch threads; None: torch's default
     prior: dict[str, Any] | None  # the summary of the run this folder already holds, if any
     progress: bool = True  # a progress bar (a sweep shows its own line instead)
+    lock: FolderLock | None = None  # the run folder's, held from prepare to the run's end
 
     @property
     def finished(self) -> bool:
         return self.prior is not None and self.prior["status"] in FINISHED
 
-    def record(self, **extra: Any) -> RunRecord:
+    def record(self, bn_path: str, **extra: Any) -> RunRecord:
         return RunRecord(self.cfg, self.run_dir, self.device, self.wandb_mode, self.wandb_group, self.prior,
-                         **extra)
+                         bn_path, **extra)
+
+    def release(self) -> None:
+        """Let go of the run folder (the process may go on to other jobs: a joblib worker does)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
+def bn_path(model: torch.nn.Module, device: torch.device) -> str:
+    """Which code computes the model's batch norm, and so the last bits of its numbers: `cpp_kernel` (bnrepro's
+    layer through bnrepro/nn/batchnorm_cpu.cpp), `torch_ops` (bnrepro's layer on torch ops: on a GPU, or where the
+    kernel cannot be built), `torch_layer` (torch.nn's BN) or `none`."""
+    modules = list(model.modules())
+    if any(isinstance(m, (bnn.BatchNorm1d, bnn.BatchNorm2d)) for m in modules):
+        return "cpp_kernel" if device.type == "cpu" and cpu_kernel.kernel() is not None else "torch_ops"
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in modules):
+        return "torch_layer"
+    return "none"
+
+
+def check_resumable(job: Job) -> None:
+    """Before anything is written: refuse a checkpoint that this environment would continue on another BN code path
+    (check_bn_path). A model is built to see which path its layers take; train() builds its own."""
+    if ((job.prior or {}).get("checkpoint") or {}).get("bn_path") is None or job.cfg.train.resume == "force":
+        return
+    data_cls = part_class(job.cfg.data._target_, "data")
+    check_bn_path(job, bn_path(build_model(job.cfg, data_cls), job.device))
+
+
+def check_bn_path(job: Job, path: str) -> None:
+    """A checkpoint continues only on the BN code path it was computed on (train.resume=force: on any): the two
+    paths differ in the last bits, and a resume is promised to be bit-identical."""
+    before = ((job.prior or {}).get("checkpoint") or {}).get("bn_path")
+    if before is None or before == path or job.cfg.train.resume == "force":
+        return
+    raise FolderRefused(f"{job.run_dir / CHECKPOINT_FILE} was computed with BN on {before}, and here it would run on "
+                        f"{path} (bnrepro.run.job.bn_path): the result would not be bit-identical to an uninterrupted "
+                        f"run; continue it where {before} runs, or pass train.resume=force to go on anyway "
+                        f"(summary.json records both paths)")
 
 
 # What may differ between the models of one stack besides the model's own stack_keys and the compute-neutral keys:
@@ -94,11 +135,12 @@ PER_MODEL = ("name", "seed", "optim.lr")
 
 
 def group_key(job: Job) -> str | None:
-    """Jobs with equal keys train as one stack; None: this job trains alone (its model or probes cannot stack)."""
+    """Jobs with equal keys train as one stack; None: this job trains alone (its model, probes or data
+    augmentation cannot stack)."""
     model_cls = part_class(job.cfg.model._target_, "model")
     settings = OmegaConf.to_object(job.cfg.model)
     probes = [part_class(p._target_, "probes") for p in job.cfg.probes.values()]
-    if not model_cls.stackable(settings) or not all(p.stackable for p in probes):
+    if not model_cls.stackable(settings) or not all(p.stackable for p in probes) or job.cfg.data.get("augment"):
         return None
     values = OmegaConf.to_container(job.cfg, resolve=True)
     for key in (*PER_MODEL, *COMPUTE_NEUTRAL, *(f"model.{k}" for k in model_cls.stack_keys)):
@@ -130,17 +172,24 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
         torch.set_num_threads(first.threads)
     data_cls = part_class(cfg.data._target_, "data")
     extra = {"vectorized": {"models": len(jobs)}} if len(jobs) > 1 else {}
-    records, models, optimizers = [], [], []
+    # the data first: a missing or broken data set fails before any run folder is touched
+    dataset = build_part(cfg.data, "data")
+    data = dataset.load(first.device)
+    models, optimizers = [], []
     for job in jobs:  # each model initialised as its single run: its seed, then its constructor
         torch.manual_seed(job.cfg.seed)
-        records.append(job.record(model_name=part_class(job.cfg.model._target_, "model").__name__,
-                                  data_name=data_cls.name, **extra))
         models.append(build_model(job.cfg, data_cls).to(first.device))
         optimizers.append(build_optimizer(models[-1].parameters(), job.cfg.optim))
+    paths = [bn_path(model, first.device) for model in models]
+    for job, path in zip(jobs, paths):
+        check_bn_path(job, path)
+    records: list[RunRecord] = []
     results: list[Any] = [None] * len(jobs)
     try:
+        for job, path in zip(jobs, paths):
+            records.append(job.record(bn_path=path, model_name=part_class(job.cfg.model._target_, "model").__name__,
+                                      data_name=data_cls.name, **extra))
         states = [record.resume(model, optimizer) for record, model, optimizer in zip(records, models, optimizers)]
-        data = build_part(cfg.data, "data").load(first.device)
         evaluator = Evaluator(models[0], data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles))
         probes = build_probes(cfg)
         probe_columns = [c for p in probes for c in p.columns(models[0])]
@@ -155,7 +204,8 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
                 else:
                     trainer = StackedTrainer([models[i] for i in part], [optimizers[i] for i in part],
                                              [jobs[i].cfg.optim.lr for i in part], cfg.optim.momentum,
-                                             data.train_x, data.train_y, evaluator)
+                                             data.train_x, data.train_y, evaluator,
+                                             weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
                 members = [Member(seed=jobs[i].cfg.seed, on_row=records[i].on_row,
                                   on_checkpoint=_checkpointer(trainer, j, records[i]),
                                   state=states[i] or LoopState(), fresh=states[i] is None)
@@ -164,13 +214,15 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
                         trainer, members, steps=cfg.train.steps, batch_size=cfg.train.batch_size,
                         eval_every=cfg.train.eval_every, max_loss=cfg.train.max_loss, probes=probes,
                         probe_columns=probe_columns, progress=cfg.train.progress and first.progress,
-                        checkpoint_every=cfg.train.checkpoint_every, stop=stop)):
+                        checkpoint_every=cfg.train.checkpoint_every, stop=stop, shuffle=cfg.train.shuffle,
+                        shard_size=cfg.train.shard_size, lr_scale=lr_schedule(cfg.optim),
+                        augment=dataset.augment if cfg.data.get("augment") else None)):
                     results[i] = result
-    except Exception as e:
+        return [record.finished(result, stop.signum) for record, result in zip(records, results)]
+    except BaseException as e:  # a failure, or a signal that did not wait (start-up, a second one): say so
         for record in records:
-            record.failed(e)
+            record.ended(e)
         raise
-    return [record.finished(result, stop.signum) for record, result in zip(records, results)]
 
 
 def _checkpointer(trainer: SingleTrainer | StackedTrainer, k: int, record: RunRecord):

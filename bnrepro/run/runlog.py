@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bnrepro.atomic import atomic_write_text
+from bnrepro.errors import CorruptFile
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
@@ -84,8 +85,13 @@ def _append(path: Path, text: str) -> None:
     data = text.encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        while data:  # a regular file takes it all in one call; a short write (disk full) goes on or raises
-            data = data[os.write(fd, data):]
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:  # a regular file takes it all in one call; a short write (disk full) goes on or raises
+                data = data[os.write(fd, data):]
+        except OSError as e:
+            os.ftruncate(fd, end)  # the file keeps ending with a whole row
+            raise OSError(e.errno, e.strerror, str(path)) from e
     finally:
         os.close(fd)
 
@@ -107,8 +113,20 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The folder's summary; None without one (or for `null`); CorruptFile when it is not a JSON object."""
     path = run_dir / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_bytes())
+    except ValueError as e:  # not JSON, or not UTF-8
+        reason = str(e)
+    else:
+        if summary is None or isinstance(summary, dict):
+            return summary
+        reason = f"a JSON {type(summary).__name__}, not an object"
+    raise CorruptFile(f"{path} is not a run summary ({reason}): delete it, and this command continues the run from "
+                      f"its checkpoint.pt (or starts it over without one)")
 
 
 def package_versions() -> dict[str, str]:

@@ -19,11 +19,16 @@ from tqdm import tqdm
 
 from bnrepro.interrupt import StopRequest
 from bnrepro.probes.base import Probe, ProbeView
-from bnrepro.training.batches import EpochOrder
+from bnrepro.training.batches import batch_order
 from bnrepro.training.evaluation import Evaluation
+from bnrepro.training.optim import LrScale
 
 # (step, metrics row, tracked tap values by name) -> None; called at every row: evaluation points and probe steps
 OnRow = Callable[[int, dict[str, float | None], dict[str, Tensor]], None]
+# (training images (B, *input_shape), generator) -> the same distorted: a data set's `augment` hook
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+# the augmentation generator's seed is the run's seed plus this, so that its stream is not the batch order's
+AUGMENT_SEED_OFFSET = 1_000_003
 
 
 @dataclass
@@ -35,6 +40,7 @@ class LoopState:
     loss_sum: float = 0.0  # training loss since the last evaluation point
     loss_count: int = 0
     order: dict[str, Any] | None = None  # the batch order's state (EpochOrder.state)
+    augment: Tensor | None = None  # the augmentation generator's state (with data.augment)
     train_time_s: float = 0.0  # the whole loop so far, evaluations included, over all resumed segments
     eval_time_s: float = 0.0  # evaluation, tracking and logging at the evaluation points
 
@@ -66,12 +72,19 @@ class Trainer(Protocol):
     train_x: Tensor  # (N, ...) the training split in the models' input form
     train_y: Tensor  # (N,)
 
-    def step(self, idx: Tensor, active: Sequence[bool], max_loss: float) -> list[float]:
+    def step(self, idx: Tensor, active: Sequence[bool], max_loss: float,
+             augment: Callable[[Tensor], Tensor] | None = None) -> list[float]:
         """Forward and backward, model k on rows idx[k*B:(k+1)*B]; each model's loss. Active models whose loss is
-        at most max_loss get their gradients."""
+        at most max_loss get their gradients. augment: applied to the batch's images (one model only)."""
 
     def update(self) -> None:
         """Move the weights by the gradients (every model's: inactive ones have zero gradients)."""
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Every model's rate from the next update on: its configured rate times `scale`."""
+
+    def lr(self, k: int) -> float:
+        """Model k's current rate."""
 
     def evaluate(self) -> list[Evaluation]: ...
 
@@ -84,29 +97,46 @@ class Trainer(Protocol):
         """Model k's state as a single run's (what on_checkpoint saves)."""
 
 
-def _row(step: int, evaluation: Evaluation, train_loss: float, grad_norms: dict[str, float]) -> dict[str, Any]:
-    # the column order of metrics.csv
-    return {"step": step, **evaluation.scores, "train_loss": train_loss, **grad_norms, **evaluation.percentiles}
+def _row(step: int, evaluation: Evaluation, train_loss: float, grad_norms: dict[str, float],
+         lr: float | None) -> dict[str, Any]:
+    # the column order of metrics.csv; `lr` only under a schedule, so that a constant rate's file stays as it was
+    scheduled = {} if lr is None else {"lr": lr}
+    return {"step": step, **evaluation.scores, "train_loss": train_loss, **scheduled, **grad_norms,
+            **evaluation.percentiles}
 
 
 def train_loop(trainer: Trainer, members: Sequence[Member], *, steps: int, batch_size: int, eval_every: int,
                max_loss: float, probes: Sequence[Probe] = (), probe_columns: Sequence[str] = (),
-               progress: bool = True, checkpoint_every: int = 0,
-               stop: StopRequest | None = None) -> list[LoopResult]:
+               progress: bool = True, checkpoint_every: int = 0, stop: StopRequest | None = None,
+               shuffle: str = "epoch", shard_size: int = 0, lr_scale: LrScale | None = None,
+               augment: Augment | None = None) -> list[LoopResult]:
     """Train the K models from their states (all fresh, or all resumed at one step) up to `steps`.
 
     probe_columns: every column the probes fill, so the step-0 row (whose keys are metrics.csv's columns)
-    names them."""
+    names them. shuffle, shard_size: the batch order (batches.py). lr_scale: the learning-rate schedule
+    (optim.lr_schedule), None for a constant rate; with one, every evaluation row has the column `lr`, the rate of
+    the update that made its step (the step-0 row: the first update's). augment: the data set's hook, applied to
+    every training batch with a generator of the model's own (a single model only)."""
     k_models = len(members)
     states = [m.state for m in members]
     start_step = states[0].step
     device = trainer.train_x.device
     orders = []
     for m in members:
-        order = EpochOrder(trainer.train_x.shape[0], batch_size, m.seed, device)
+        order = batch_order(shuffle, trainer.train_x.shape[0], batch_size, m.seed, device, shard_size)
         if m.state.order is not None:
             order.load(m.state.order)
         orders.append(order)
+    distort = None  # the single model's batch augmentation, its generator bound
+    if augment is not None:
+        if k_models > 1:
+            raise ValueError("stacked models do not augment their batches: jobs with data.augment train alone")
+        augment_generator = torch.Generator().manual_seed(members[0].seed + AUGMENT_SEED_OFFSET)
+        if states[0].augment is not None:
+            augment_generator.set_state(states[0].augment)
+
+        def distort(images: Tensor) -> Tensor:
+            return augment(images, augment_generator)
     active = list(range(k_models))  # models neither diverged nor done
     results: list[LoopResult | None] = [None] * k_models
     segment_start, times_before = time.perf_counter(), [s.train_time_s for s in states]
@@ -122,7 +152,8 @@ def train_loop(trainer: Trainer, members: Sequence[Member], *, steps: int, batch
             if evaluations is not None:
                 s = states[k]
                 train_loss = s.loss_sum / s.loss_count if s.loss_count else math.nan
-                row = _row(step, evaluations[k], train_loss, trainer.grad_norms(k))
+                row = _row(step, evaluations[k], train_loss, trainer.grad_norms(k),
+                           None if lr_scale is None else trainer.lr(k))
                 if step == 0:
                     row |= dict.fromkeys(probe_columns)
                 taps = evaluations[k].taps
@@ -148,11 +179,16 @@ def train_loop(trainer: Trainer, members: Sequence[Member], *, steps: int, batch
             return
         state = states[k]
         state.order = orders[k].state()
+        if distort is not None:
+            state.augment = augment_generator.get_state()
         state.train_time_s = elapsed(k)
         members[k].on_checkpoint(state)
 
     bar = tqdm(total=steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True,
                mininterval=1.0)
+    scale = None if lr_scale is None else lr_scale(start_step + 1)
+    if scale is not None:
+        trainer.set_lr_scale(scale)
     if members[0].fresh:  # a resumed run has its step-0 row already, even when stopped before its first step
         write_rows(0, evaluate=True)
     for step in range(start_step + 1, steps + 1):
@@ -164,7 +200,7 @@ def train_loop(trainer: Trainer, members: Sequence[Member], *, steps: int, batch
             break
         # index_select: one kernel; X[idx] goes through advanced indexing, several times slower here
         idx = orders[0].batch(step) if k_models == 1 else torch.cat([o.batch(step) for o in orders])
-        losses = trainer.step(idx, [k in active for k in range(k_models)], max_loss)
+        losses = trainer.step(idx, [k in active for k in range(k_models)], max_loss, distort)
         for k in list(active):
             if not losses[k] <= max_loss:  # NaN, inf or past the bound: a result, not a crash
                 end(k, "diverged", step)
@@ -176,6 +212,9 @@ def train_loop(trainer: Trainer, members: Sequence[Member], *, steps: int, batch
             view = trainer.probe_view(k, step)
             for probe in due:
                 probed[k] |= probe.measure(view)
+        if lr_scale is not None and (now := lr_scale(step)) != scale:
+            scale = now
+            trainer.set_lr_scale(scale)
         trainer.update()
         for k in active:
             state = states[k]

@@ -7,7 +7,7 @@ divergence, probes, checkpoints, signals, progress) exist once; a stack is a spe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -37,11 +37,17 @@ class SingleTrainer:
                  evaluator: Evaluator) -> None:
         self.model, self.optimizer, self.evaluator = model, optimizer, evaluator
         self.train_x, self.train_y = model.prepare_inputs(train_x, evaluation=False), train_y
+        self.images = train_x  # (N, *input_shape): what an augmentation distorts before prepare_inputs
         self._bn_columns = bn_columns(model)
         model.train()
 
-    def step(self, idx: Tensor, active: Sequence[bool], max_loss: float) -> list[float]:
-        logits = self.model(self.train_x.index_select(0, idx))
+    def step(self, idx: Tensor, active: Sequence[bool], max_loss: float,
+             augment: Callable[[Tensor], Tensor] | None = None) -> list[float]:
+        if augment is None:
+            x = self.train_x.index_select(0, idx)
+        else:
+            x = self.model.prepare_inputs(augment(self.images.index_select(0, idx)), evaluation=False)
+        logits = self.model(x)
         loss = F.cross_entropy(logits, self.train_y.index_select(0, idx))
         value = loss.item()
         if active[0] and value <= max_loss:
@@ -51,6 +57,15 @@ class SingleTrainer:
 
     def update(self) -> None:
         self.optimizer.step()
+
+    def set_lr_scale(self, scale: float) -> None:
+        # initial_lr: the configured rate, as torch's LR schedulers keep it; in the optimizer's state_dict, so a
+        # resumed optimizer (whose lr is the scheduled one) still knows it
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
+
+    def lr(self, k: int) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
     def evaluate(self) -> list[Evaluation]:
         return self.evaluator(self.model)
@@ -69,27 +84,43 @@ class SingleTrainer:
 
 
 class StackedTrainer:
-    """K models of one stackable class as one stacked model (Model.stack), with a learning rate per model."""
+    """K models of one stackable class as one stacked model (Model.stack), with a learning rate per model.
+
+    optimizers: the models' own torch SGDs (build_optimizer's), which export fills for checkpoints; the stack moves
+    by a StackedSGD of the same momentum, weight_decay and nesterov."""
 
     def __init__(self, models: Sequence[Model], optimizers: Sequence[torch.optim.SGD], lrs: Sequence[float],
-                 momentum: float, train_x: Tensor, train_y: Tensor, evaluator: Evaluator) -> None:
+                 momentum: float, train_x: Tensor, train_y: Tensor, evaluator: Evaluator, *,
+                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
         self.models, self.optimizers, self.evaluator = list(models), list(optimizers), evaluator
+        self.base_lrs, self._scale = list(lrs), 1.0
         self.k = len(models)
         stack = type(models[0]).stack(models)
         if stack is None:
             raise ValueError(f"{type(models[0]).__name__} does not stack")
         self.stack = stack.train()
-        self.optimizer = StackedSGD(stack.params, lrs, momentum)
+        self.optimizer = StackedSGD(stack.params, lrs, momentum, weight_decay, nesterov)
         self.optimizer.buffers = _momentum_buffers(optimizers, models, stack.params)
         self.train_x, self.train_y = models[0].prepare_inputs(train_x, evaluation=False), train_y
         self._bn_columns = bn_columns(models[0])
 
-    def step(self, idx: Tensor, active: Sequence[bool], max_loss: float) -> list[float]:
+    def step(self, idx: Tensor, active: Sequence[bool], max_loss: float,
+             augment: Callable[[Tensor], Tensor] | None = None) -> list[float]:
+        if augment is not None:
+            raise ValueError("a stack does not augment its batches: jobs with data.augment train alone")
         # only the models still training take a gradient; the others' slices get zeros and stay put
         return self.stack.train_step(self.train_x, self.train_y, idx, active, max_loss)
 
     def update(self) -> None:
         self.optimizer.step()
+
+    def set_lr_scale(self, scale: float) -> None:
+        # each model's own rate times the schedule's factor, in double as SGD's group lr, then cast as SGD casts it
+        self._scale = scale
+        self.optimizer.set_lrs([lr * scale for lr in self.base_lrs])
+
+    def lr(self, k: int) -> float:
+        return self.base_lrs[k] * self._scale
 
     def evaluate(self) -> list[Evaluation]:
         return self.evaluator(self.stack)

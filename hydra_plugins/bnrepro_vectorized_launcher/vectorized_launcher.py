@@ -27,6 +27,7 @@ class VectorizedLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from bnrepro.errors import EXIT_BUG, RunFailure
         from bnrepro.launch.vectorized import train_jobs
         from bnrepro.train import prepare, report
 
@@ -48,11 +49,19 @@ class VectorizedLauncher(Launcher):
             returns.append(run_job(hydra_context=self.hydra_context, task_function=prepare, config=sweep_config,
                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
         jobs = [ret.return_value for ret in returns]  # re-raises a failed preparation
-        outcomes = train_jobs(jobs, n_jobs=self.n_jobs, max_models=self.max_models)
+        try:
+            outcomes = train_jobs(jobs, n_jobs=self.n_jobs, max_models=self.max_models)
+        finally:
+            for job in jobs:
+                job.release()
         for ret, job, summary in zip(returns, jobs, outcomes):
             # as the basic launcher records a job: its final accuracy, or its error (an interrupt exits here)
             if summary is not None and summary["status"] not in ("completed", "diverged", "interrupted"):
                 error = summary.get("error", "its worker process ended before the run did")
+                if summary.get("exit_code", EXIT_BUG) != EXIT_BUG:  # an anticipated failure: its one line and code
+                    failed = sum(s is not None and s["status"] == "failed" for s in outcomes)
+                    raise RunFailure(f"{job.run_dir}: {error} ({failed} job(s) failed; each summary.json says why)",
+                                     exit_code=summary["exit_code"])
                 ret.return_value, ret.status = RuntimeError(f"{job.run_dir}: {error}"), JobStatus.FAILED
             else:
                 ret.return_value = report(job, summary)

@@ -37,6 +37,7 @@ class Context:
     out: Path  # the report's folder
     model: str  # the run set's model name(s), e.g. "MLP"; a slice's own come from report.names
     data: str  # the run set's data set name(s), e.g. "MNIST"
+    figure_seed: int = 0  # the seed whose network Figure 1(b, c) draws (one network, one unit, never a seed mean)
 
     def save(self, fig: Figure, stem: str) -> list[Path]:
         """Save `fig` as <out>/<stem>.png and .pdf; only a declared stem, so that the next build clears it."""

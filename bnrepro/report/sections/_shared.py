@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from bnrepro.report import draw
-from bnrepro.report.slices import BN, describe, matches
+from bnrepro.report.slices import BN, LR, describe, fmt_value, matches
 
 BAND = "Lines: mean over seeds; band: min-max over seeds; n: number of runs (seeds)."
 LABELS = {"none": "no BN", "before": "BN"}
@@ -26,3 +26,9 @@ def fig1_groups(runs: pd.DataFrame) -> list[draw.Group]:
 def absent(groups: list[draw.Group]) -> list[str]:
     have = {bn for bn, _, _ in groups}
     return [f"no runs with bn={bn} in this slice" for bn in ("none", "before") if bn not in have]
+
+
+def shared_lr(runs: pd.DataFrame) -> str:
+    """The comparison label of a slice whose runs all share one learning rate: "shared lr 0.5"."""
+    lrs = sorted({fmt_value(v) for v in runs[LR]}) if LR in runs else []
+    return f"shared lr {lrs[0]}" if len(lrs) == 1 else "shared settings"

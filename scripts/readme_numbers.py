@@ -1,0 +1,228 @@
+"""The README's result numbers, written from the committed reports: every block between
+`<!-- numbers:NAME -->` and `<!-- /numbers:NAME -->` in README.md is regenerated from reports/*/numbers.json.
+
+    python scripts/readme_numbers.py            # rewrite README.md's blocks
+    python scripts/readme_numbers.py --check    # exit 1 and show the difference when README.md is stale
+
+tests/test_readme_numbers.py runs the check, so a README that disagrees with the reports fails the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bnrepro.report.stats import t_quantile  # noqa: E402
+from bnrepro.report.thresholds import CONFIDENCE, STALL_ACC  # noqa: E402
+
+BLOCK = re.compile(r"(<!-- numbers:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /numbers:(?P=name) -->)", re.DOTALL)
+ACCURACY = "Accuracy per configuration"
+TUNED = "Tuned comparison: each configuration at its own best learning rate"
+STEPS = "Steps to reach the baseline's best accuracy (Sec. 4.2's table, small)"
+DIVERGENCE = "Divergence per learning rate"
+CI = f"{CONFIDENCE:.0%} CI (%)"
+BN_NAMES = {"none": "no BN", "before": "BN before the activation", "after": "BN after the activation"}
+REPORTS = ("fig1", "lr_sweep", "bn_placement")
+
+
+def load(reports: Path, name: str) -> dict[str, Any]:
+    return json.loads((reports / name / "numbers.json").read_text())
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def pct_range(ci: str) -> str:
+    """'97.44 to 97.74' -> '97.44% to 97.74%'."""
+    return "–" if ci == "–" else "% to ".join(ci.split(" to ")) + "%"
+
+
+def pct(value: str) -> str:
+    return "–" if value == "–" else value + "%"
+
+
+def _same_lr(a: str, b: float | None) -> bool:
+    return b is not None and abs(float(a) - b) <= 1e-9 * b
+
+
+def selection(reports: Path) -> str:
+    n = load(reports, "selection")
+    init_rows = n["tables"]["init"]
+    header = list(init_rows[0])
+    init = md_table(header, [[str(r[h]) + ("%" if h.startswith("lr ") else "") for h in header] for r in init_rows])
+    lr_rows = n["tables"]["lr"]
+    lr = md_table(["lr", "diverged/stalled of n", "final test accuracy, mean", CI.replace(" (%)", ""),
+                   "vs chosen, points (95% Welch)"],
+                  [[r["lr"], f"{r['diverged']}/{r['stalled']} of {r['n']}", pct(r["final mean (%)"]),
+                    pct_range(r[f"final {CI}"]), r["vs chosen (points)"]] for r in lr_rows])
+    inside = ", ".join(f"{v:g}" for v in n["inside_spread"]) or "none"
+    first = ", ".join(f"{100 * a:.2f}%" for a in n["first_eval_at_choice"])
+    return "\n".join([
+        f"Chosen: **init N(0, {n['init_std']:g}), lr {n['lr']:g}** ([reports/selection](reports/selection/report.md)).",
+        "", "Lowest test accuracy over 3 seeds after 500 steps, no BN (init std x candidate learning rate):", "",
+        init, "", "Full-length runs without BN at the chosen init (50,000 steps, 3 seeds):", "", lr, "",
+        f"Inside the chosen rate's seed spread: lr {inside}. At the chosen setting the network without BN is at "
+        f"{first} after its first 500 steps."])
+
+
+def _accuracy_row(n: dict[str, Any], bn: str, lr: float | None) -> dict[str, str] | None:
+    """The accuracy table's row of BN mode `bn` at learning rate `lr` (a table without an lr column has one)."""
+    return next((r for r in n["tables"][ACCURACY] if r["bn"] == bn and ("lr" not in r or _same_lr(r["lr"], lr))),
+                None)
+
+
+def fig1(reports: Path) -> str:
+    n = load(reports, "fig1")
+    base_lr = n["base_lr"]
+    steps = {r["row"]: r for r in n["tables"].get(STEPS, [])}
+    rows = []
+    for label, bn in (("Baseline", "none"), ("BN", "before")):
+        acc, st = _accuracy_row(n, bn, base_lr), steps.get(label, {})
+        if acc:
+            rows.append([f"shared lr {base_lr:g}", BN_NAMES[bn], f"{base_lr:g}", pct(acc["final mean (%)"]),
+                         pct_range(acc[f"final {CI}"]), st.get("steps to target", "–"), st.get("per seed", "–")])
+    for r in n["tables"].get(TUNED, []):
+        rows.append(["tuned", BN_NAMES[r["bn"]], r["best lr"], pct(r["final mean (%)"]),
+                     pct_range(r[f"final {CI}"]), r["steps to target (seed mean)"], r["steps to target (per seed)"]])
+    return md_table(["comparison", "network", "lr", "final test accuracy (mean of 3 seeds)", f"{CI[:-4]}",
+                     "steps to the baseline's best (seed mean)", "per seed"], rows)
+
+
+def lr_sweep(reports: Path) -> str:
+    n = load(reports, "lr_sweep")
+    base = n["base_lr"]
+    acc = n["tables"][ACCURACY]
+    lrs = sorted({float(r["lr"]) for r in acc})
+    outcome = {(r["lr"], bn): r.get(f"bn={bn} diverged/stalled/total", "–") for r in n["tables"].get(DIVERGENCE, [])
+               for bn in BN_NAMES}
+    rows = []
+    for bn in ("none", "before"):
+        cells = []
+        for lr in lrs:
+            r = next((r for r in acc if r["bn"] == bn and _same_lr(r["lr"], lr)), None)
+            text = "–" if r is None else pct(r["final mean (%)"])
+            d, s, total = (outcome.get((f"{lr:g}", bn), "–/–/–").split("/") + ["", "", ""])[:3]
+            if d not in ("0", "–", ""):
+                text += f" ({d} of {total} diverged)"
+            if s not in ("0", "–", ""):
+                text += f" ({s} of {total} stalled)"
+            cells.append(text)
+        rows.append([BN_NAMES[bn], *cells])
+    return md_table(["lr (x base)", *(f"{lr:g} ({lr / base:g}x)" for lr in lrs)], rows)
+
+
+def bn_placement(reports: Path) -> str:
+    """Each placement and activation at its own best learning rate (the report's tuned table)."""
+    n = load(reports, "bn_placement")
+    tuned = n["tables"].get(TUNED, [])
+    acts = list(dict.fromkeys(r["activation"] for r in n["tables"][ACCURACY]))
+
+    def cell_of(bn: str, act: str) -> str:
+        r = next((x for x in tuned if x["bn"] == bn and x["activation"] == act), None)
+        if r is None:
+            return "no rate at which every seed trained"
+        return f"{pct(r['final mean (%)'])} ({pct_range(r[f'final {CI}'])}) at lr {r['best lr']}"
+
+    rows = [[BN_NAMES[bn], *(cell_of(bn, act) for act in acts)] for bn in ("none", "before", "after")]
+    return md_table(["placement", *(f"{act}: final accuracy (95% CI) at its best lr" for act in acts)], rows)
+
+
+def _comparison_kind(comparison: str) -> str:
+    return "tuned" if comparison.startswith("tuned") else "shared lr" if comparison.startswith("shared") else "–"
+
+
+def verdicts(reports: Path) -> str:
+    """Every claim of every report: claim x report -> verdict."""
+    found: dict[tuple[str, str, str], dict[str, str]] = {}
+    for name in (*REPORTS, "scale_invariance"):
+        for c in load(reports, name)["claims"]:
+            key = (c["where"], c["claim"], _comparison_kind(c["comparison"]))
+            found.setdefault(key, {})[name] = c["verdict"]
+    rows = [[where, claim, kind, *(by.get(r, "–") for r in (*REPORTS, "scale_invariance"))]
+            for (where, claim, kind), by in found.items()]
+    return md_table(["paper", "claim tested", "comparison", *REPORTS, "scale_invariance"], rows)
+
+
+def noise(reports: Path) -> str:
+    """How large seed-to-seed noise is, from every configuration that trained on every seed, and which of the
+    reports' comparisons lie inside it."""
+    finals: dict[tuple[str, str, float], list[float]] = {}  # reports share runs: each (configuration, seed) once
+    for name in REPORTS:
+        n = load(reports, name)
+        by_config: dict[tuple[str, str, float], dict[int, Any]] = {}
+        for run in n["runs"]:
+            key = (run.get("model.activation", "sigmoid"), run["model.bn"], float(run.get("optim.lr", n["base_lr"])))
+            by_config.setdefault(key, {})[run["seed"]] = run
+        for key, by_seed in by_config.items():
+            ended = [r["final_test_acc"] for r in by_seed.values()]
+            # noise of networks that trained: every seed completed and ended above chance (thresholds.STALL_ACC)
+            if len(ended) > 1 and all(r["status"] == "completed" for r in by_seed.values()) \
+                    and all(a is not None and a > STALL_ACC for a in ended):
+                finals[key] = ended
+    stds = [100 * statistics.stdev(v) for v in finals.values()]
+    halves = [t_quantile(len(v) - 1) * s / len(v) ** 0.5 for v, s in zip(finals.values(), stds, strict=True)]
+    inside = []
+    for name in (*REPORTS, "scale_invariance"):
+        for c in load(reports, name)["claims"]:
+            if c["verdict"] == "inconclusive":
+                at = f", {c['comparison']}" if c["comparison"] else ""
+                inside.append(f"{c['claim']} ({name}{at})")
+    lines = [f"Seed-to-seed noise: over the {len(stds)} configurations of the fig1, lr_sweep and bn_placement reports "
+             "in which every seed trained (completed and ended above chance), the standard deviation of final test "
+             f"accuracy over seeds ({'/'.join(sorted({str(len(v)) for v in finals.values()}))} each) has median "
+             f"{statistics.median(stds):.2f} points (largest {max(stds):.2f}); the {CONFIDENCE:.0%} t-interval of a "
+             f"3-seed mean spans ±{statistics.median(halves):.2f} points at the median (±{max(halves):.2f} at most). "
+             "A difference between two configurations counts only when the Welch interval of the difference excludes "
+             "0, as every verdict in the reports requires."]
+    if inside:
+        lines += ["", "Inside the noise (verdict inconclusive; the reports give each interval):", "",
+                  *(f"- {x}" for x in inside)]
+    return "\n".join(lines)
+
+
+WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig1, "lr_sweep": lr_sweep,
+                                             "bn_placement": bn_placement, "verdicts": verdicts, "noise": noise}
+
+
+def regenerate(readme: str, reports: Path) -> str:
+    """README text with every numbers block rewritten from `reports`; an unknown block name is an error."""
+    def fill(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in WRITERS:
+            raise KeyError(f"README block numbers:{name} has no writer in {Path(__file__).name}")
+        return f"{m[1]}{WRITERS[name](reports)}\n{m[4]}"
+    return BLOCK.sub(fill, readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when README.md is stale")
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--reports", type=Path, default=REPO / "reports")
+    args = parser.parse_args(argv)
+    old = args.readme.read_text()
+    new = regenerate(old, args.reports)
+    if args.check:
+        if new != old:
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "README.md",
+                                                       "README.md from reports/"))
+            return 1
+        return 0
+    args.readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
