@@ -86,6 +86,8 @@ class WandbConfig:
 @dataclass
 class Config:
     name: str = "default"  # experiment name; the W&B job type and the report's title
+    # the configuration's name within the experiment (recipe/: "BN-x5"): a W&B tag and the report's row name
+    variant: str = ""
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     data: Any = MISSING  # a part: conf/data/<name>.yaml

@@ -182,6 +182,33 @@ def measure_sweep(launcher: list[str], seeds: int, steps: int, tmp: Path) -> flo
     return time.perf_counter() - start
 
 
+def measure_recipe(recipe: str, steps: int, tmp: Path) -> float:
+    """Milliseconds per training step (evaluation left out) of experiment=sec42's conv net under one recipe, on
+    Fashion-MNIST with its recipe's dropout, shifts and shuffle: a full `bnrepro-train` run."""
+    run_dir = tmp / f"sec42-{recipe}-{time.monotonic_ns()}"
+    child([sys.executable, "-m", "bnrepro.train", "experiment=sec42", f"recipe={recipe}", f"train.steps={steps}",
+           f"train.eval_every={steps}", "train.num_threads=1", "train.progress=false", "wandb.mode=disabled",
+           f"hydra.run.dir={run_dir}"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return 1e3 * (summary["train_time_s"] - summary["eval_time_s"]) / steps
+
+
+def sweep_wall_time(sweeps: list[Path]) -> dict[str, float] | None:
+    """The runs under `sweeps` as they were trained: how many, their summed wall time, and the time from the first
+    run's start (its summary's last write less its wall time) to the last run's end (None if there are none)."""
+    summaries = [p for sweep in sweeps for p in sweep.glob("*/summary.json")]
+    spans = []
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        if summary.get("status") in ("completed", "diverged") and summary.get("wall_time_s"):
+            end = path.stat().st_mtime
+            spans.append((end - summary["wall_time_s"], end, summary["wall_time_s"]))
+    if not spans:
+        return None
+    return {"runs": len(spans), "sum_s": sum(w for _, _, w in spans),
+            "elapsed_s": max(e for _, e, _ in spans) - min(b for b, _, _ in spans)}
+
+
 SWEEP_LAUNCHERS = {  # name -> overrides; "basic" is Hydra's default, one job after another
     "basic": [], "joblib": ["hydra/launcher=joblib"],
     "vectorized_1proc": ["hydra/launcher=vectorized", "hydra.launcher.n_jobs=1"],
@@ -382,6 +409,12 @@ def markdown(res: dict, command: str) -> str:
         f"| MNIST load from its cache | {res['mnist_load_s']:.2f} s | < {TARGETS['mnist_load_s']} s "
         f"| {mark[ok['mnist_load_s']]} |",
         f"| peak memory, bnrepro-train / bare loop | {res['rss_run_mib']:.0f} / {res['rss_bare_mib']:.0f} MiB | | |",
+        f"| Sec. 4.2's conv net on Fashion-MNIST (experiment=sec42), training ms per step (evaluation left out), "
+        f"Baseline / BN-x5 | {res['sec42_step_ms_baseline']:.1f} / {res['sec42_step_ms_bn_x5']:.1f} ms | | |",
+        *([f"| experiment=sec42 and sec42_ablation as committed ({', '.join(res['sec42_sweeps'])}): "
+           f"{res['sec42_runs']} runs of {res['sec42_steps']} steps, first start to last end (the runs' summed "
+           f"time) | {res['sec42_elapsed_s'] / 60:.1f} min ({res['sec42_sum_s'] / 60:.1f} min) | < 60 min | "
+           f"{mark[res['sec42_elapsed_s'] < 3600]} |"] if "sec42_runs" in res else []),
         *[f"| sweep of {res['sweep_jobs']} jobs x {res['sweep_steps']} steps (no BN and BN), {label}, "
           f"speed-up over the basic launcher | {res['sweep_speedup_' + name]:.2f}x "
           f"({res['sweep_s_basic']:.0f} s -> {res['sweep_s_' + name]:.0f} s) | | |"
@@ -407,6 +440,10 @@ def main() -> None:
     parser.add_argument("--sweep-seeds", type=int, default=3, help="seeds per configuration (fig1: 3)")
     parser.add_argument("--sweep-steps", type=int, default=10000)
     parser.add_argument("--cnn-steps", type=int, default=2000, help="steps of a timed conv net run (~15x an MLP's)")
+    parser.add_argument("--sec42-steps", type=int, default=1000, help="steps of each timed Sec. 4.2 recipe run")
+    parser.add_argument("--sec42-sweeps", type=Path, nargs="*", default=[REPO / "multirun" / "sec42",
+                                                                          REPO / "multirun" / "sec42_ablation"],
+                        help="the sweep folders of experiment=sec42 and sec42_ablation, for their wall time")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
     parser.add_argument("--bare", choices=["none", "before", "cnn"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
@@ -452,6 +489,15 @@ def main() -> None:
         pairs = paired("cnn", args.cnn_steps, max(3, args.repeats // 2 + 1), Path(tmp))
         res |= {"cnn_run_vs_bare": statistics.median(pairs["ratio"]), "cnn_run_steps": args.cnn_steps,
                 "cnn_eval_share": statistics.median(pairs["share"])}
+        recipes = interleaved({r: (lambda r=r: measure_recipe(r, args.sec42_steps, Path(tmp)))
+                               for r in ("baseline", "bn_x5")}, max(1, args.repeats // 2))
+        res |= {f"sec42_step_ms_{r}": ms for r, ms in recipes.items()}
+        if wall := sweep_wall_time(args.sec42_sweeps):
+            steps = max(json.loads(p.read_text()).get("steps_done") or 0 for d in args.sec42_sweeps
+                        for p in d.glob("*/summary.json"))  # train.steps: a diverged run stops earlier
+            res |= {f"sec42_{k}": v for k, v in wall.items()} | {
+                "sec42_sweeps": [str(d.relative_to(REPO)) if d.is_relative_to(REPO) else str(d)
+                                 for d in args.sec42_sweeps], "sec42_steps": steps}
         sweep = interleaved({name: (lambda o=overrides: measure_sweep(o, args.sweep_seeds, args.sweep_steps, Path(tmp)))
                              for name, overrides in SWEEP_LAUNCHERS.items()}, max(1, args.repeats // 2))
         res |= {"sweep_jobs": 2 * args.sweep_seeds, "sweep_steps": args.sweep_steps,

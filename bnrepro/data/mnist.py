@@ -5,8 +5,8 @@ ships as `mnist/data/mnist.pkl.gz` (pixels stored as pixel/256, train 50k + vali
 standard 60k training set in order, then the 10k test set). `build_cache` turns it once into the
 four uncompressed idx files that `torchvision.datasets.MNIST(root, download=False)` reads from
 `root/MNIST/raw/`, plus `SHA256SUMS` (the `sha256sum -c` format). `load_mnist` checks every file
-against the known-good hashes in this module (`EXPECTED_SHA256`) on every load, then reads them through
-torchvision. The hashes live in the code, not only in the cache, so that an edited cache cannot vouch for
+against the known-good hashes in this module (`EXPECTED_SHA256`) on every load, then reads them with
+bnrepro.data.idx. The hashes live in the code, not only in the cache, so that an edited cache cannot vouch for
 itself by rewriting its manifest.
 
 Cache policy: no manifest means no (complete) cache, so it is built, since the manifest is written
@@ -33,7 +33,7 @@ from torch import Tensor
 
 from bnrepro.atomic import atomic_write_text
 from bnrepro.data.base import AugmentOptions, DataError, Dataset, Splits
-from bnrepro.data.idx import idx_size, sha256_file, write_idx
+from bnrepro.data.idx import idx_size, parse_idx, read_idx_bytes, sha256_file, write_idx
 from bnrepro.parts import check
 
 MANIFEST = "SHA256SUMS"
@@ -183,11 +183,6 @@ def verify_cache(root: Path | str) -> Path:
             raise DataError(f"MNIST file {path} is corrupted (sha256 differs from the known-good MNIST): {fix}")
     if wrong := [name for name in FILES if sums[name] != EXPECTED_SHA256[name]]:
         raise DataError(f"MNIST manifest {raw / MANIFEST} lists a wrong sha256 for {', '.join(wrong)}: {fix}")
-    # torchvision prefers a legacy MNIST/processed/{training,test}.pt over raw/ when both exist,
-    # which would bypass this check entirely.
-    processed = raw.parent / "processed"
-    if (processed / "training.pt").exists() and (processed / "test.pt").exists():
-        raise DataError(f"legacy {processed} would be read instead of the verified raw files: remove it")
     return raw
 
 
@@ -214,24 +209,28 @@ def load_mnist(
     """
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-    # Imported here: torchvision costs ~1 s to import, which callers that never load data skip.
-    from torchvision.datasets import MNIST as TorchvisionMNIST
-
     root = Path(root).expanduser()
     if not (raw_folder(root) / MANIFEST).is_file():
         build_cache(root)
-    verify_cache(root)
+    raw = verify_cache(root)
     device = torch.device(device)
 
-    def images(x: Tensor) -> Tensor:
+    def array(name: str, shape: tuple[int, ...]) -> Tensor:
+        # our idx reader, not torchvision's: the files are verified above, and importing torchvision.datasets
+        # would cost every training process seconds of start-up
+        return torch.from_numpy(parse_idx(read_idx_bytes(raw / name), shape))
+
+    def images(split: str, n: int) -> Tensor:
         # Move the uint8 bytes (4x smaller than float32) once, then convert in place on the device.
-        x = x.reshape(len(x), SIDE * SIDE).to(device).to(torch.float32).div_(255)
+        x = array(f"{split}-images-idx3-ubyte", (n, SIDE, SIDE)).reshape(n, SIDE * SIDE)
+        x = x.to(device).to(torch.float32).div_(255)
         return x.gt_(threshold) if binarize else x
 
-    train, test = (TorchvisionMNIST(root, train=split, download=False) for split in (True, False))
-    return MNISTTensors(
-        images(train.data), train.targets.to(device), images(test.data), test.targets.to(device)
-    )
+    def labels(split: str, n: int) -> Tensor:
+        return array(f"{split}-labels-idx1-ubyte", (n,)).to(device, torch.int64)
+
+    return MNISTTensors(images("train", N_TRAIN), labels("train", N_TRAIN), images("t10k", N_TEST),
+                        labels("t10k", N_TEST))
 
 
 # --- the data-set part -------------------------------------------------------------------------------

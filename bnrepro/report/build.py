@@ -63,7 +63,19 @@ def _overview(paths: list[Path], rs: RunSet, ctx: sections.Context, how: str) ->
 def _sections(ctx: sections.Context) -> list[Section | Skipped]:
     if ctx.runs.empty:
         return [Skipped("All figures and tables", "no finished runs")]
-    return [entry.build(ctx) for entry in sections.registered()]
+    entries = sections.registered()
+    if not ctx.named:
+        return [entry.build(ctx) for entry in entries]
+    left_out = Skipped("Figure 1, the learning-rate, BN-placement and divergence sections",
+                       f"the runs are named configurations ({', '.join(ctx.named)}) that differ in several settings "
+                       "at once, not a sweep over bn and lr")
+    return [*(entry.build(ctx) for entry in entries if not entry.axes), left_out]
+
+
+def _named(runs: pd.DataFrame) -> tuple[str, ...]:
+    """The names of the run set's configurations (config `variant`) when there are several, in run order."""
+    names = tuple(dict.fromkeys(str(v) for v in runs["variant"].dropna() if v)) if "variant" in runs else ()
+    return names if len(names) > 1 else ()
 
 
 def numbers(report: Report, ctx: sections.Context) -> dict[str, Any]:
@@ -102,7 +114,8 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
     varying = slices.varying_keys(runs, rs.config_keys)
     lr, how = slices.choose_base_lr(runs, base_lr)
     named = runs if len(runs) else rs.runs  # with no finished run, the loaded ones still say what was trained
-    ctx = sections.Context(runs, metrics, varying, lr, out, model_name(named), data_name(named), figure_seed)
+    ctx = sections.Context(runs, metrics, varying, lr, out, model_name(named), data_name(named), figure_seed,
+                           _named(runs))
     items = _sections(ctx)
     names = sorted({str(n) for n in rs.runs["name"].dropna()}) if "name" in rs.runs else []
     report = Report(

@@ -292,3 +292,30 @@ def sigmoid_trains_only_with_bn(bn: LrOutcome | None, base: LrOutcome | None, ba
     found += (". The BN part holds, but the sigmoid network trains without BN as well, so BN is not what makes it "
               "trainable here: the paper's contrast is missing")
     return Claim(where, quote, claim, found, PARTLY, rule)
+
+
+def joint(where: str, quote: str, claim: str, parts: list[tuple[str, Claim]]) -> Claim:
+    """A claim made of parts that must all hold, e.g. "slower early, higher at the end": each part's own verdict
+    and numbers, reproduced only if every part is, partly if some are."""
+    found = "; ".join(f"{name}: {part.found} ({part.verdict})" for name, part in parts)
+    rule = "reproduced only if every part is: " + "; ".join(f"{name}: {part.rule}" for name, part in parts)
+    verdicts = [part.verdict for _, part in parts]
+    if all(v == REPRODUCED for v in verdicts):
+        verdict = REPRODUCED
+    elif any(v == REPRODUCED for v in verdicts):
+        verdict = PARTLY
+    elif UNTESTABLE in verdicts:
+        verdict = UNTESTABLE
+    elif NOT_REPRODUCED in verdicts:
+        verdict = NOT_REPRODUCED
+    else:
+        verdict = INCONCLUSIVE
+    return Claim(where, quote, claim, found, verdict, rule)
+
+
+def ends_higher(where: str, quote: str, name: str, other: str, higher: Sequence[float], lower: Sequence[float],
+                claim: str) -> Claim:
+    """Run `name` ends at a higher final test accuracy than `other`, beyond the seeds' spread."""
+    if not len(higher) or not len(lower):
+        return untestable(where, quote, claim, f"finished {name if not len(higher) else other} runs")
+    return _contrast(where, quote, claim, higher, lower, (name, other), "mean final test accuracy", "")

@@ -172,3 +172,29 @@ def grad_norm_figure(metrics: pd.DataFrame, runs: pd.DataFrame, columns: dict[st
         ax.legend(fontsize="small")
     axes[0][0].set_ylabel("L2 norm of the gradient")
     return fig
+
+
+def variants_figure(metrics: pd.DataFrame, groups: list[Group], title: str, zoom_from: float | None) -> Figure:
+    """Sec. 4.2's Figure 2: test accuracy over steps, one line per named configuration (solid with BN, dashed
+    without), on the whole accuracy range and, when `zoom_from` is given, zoomed to the range above it where the
+    configurations that train part."""
+    panels = 2 if zoom_from is not None else 1
+    fig = Figure(figsize=(5.5 * panels, 4.2))
+    fig.suptitle(title)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for ax in axes:
+        for i, (bn, label, runs) in enumerate(groups):
+            stats = curve(metrics, runs, "test_acc")
+            if not stats.empty:
+                _band(ax, stats, f"{label} (n={len(runs)})", f"C{i}", "--" if bn == "none" else "-")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0.0, 1.0)
+    axes[0].set_title("all configurations")
+    axes[0].legend(loc="lower right", fontsize=8)
+    if zoom_from is not None:
+        top = max(float(curve(metrics, runs, "test_acc")["max"].max()) for _, _, runs in groups)
+        axes[1].set_ylim(zoom_from, min(1.0, top + 0.005))
+        axes[1].set_title(f"above {100 * zoom_from:.0f}%")
+    return fig

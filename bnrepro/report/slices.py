@@ -19,9 +19,9 @@ from bnrepro.report.thresholds import SAME_VALUE_REL_TOL
 
 BN, LR, ACT, SEED = "model.bn", "optim.lr", "model.activation", "seed"
 BN_ORDER = {"none": 0, "before": 1, "after": 2}
-# settings that do not change what a run computes, so they never split a configuration; `name` is
-# a label: fig1's and lr_sweep's runs at the same settings are the same configuration
-NEUTRAL = {SEED, "name", *COMPUTE_NEUTRAL}
+# settings that do not change what a run computes, so they never split a configuration; `name` and `variant` are
+# labels: fig1's and lr_sweep's runs at the same settings are the same configuration
+NEUTRAL = {SEED, "name", "variant", *COMPUTE_NEUTRAL}
 NEUTRAL_PREFIXES = tuple(f"{key}." for key in COMPUTE_NEUTRAL)
 # the paper's setting where an axis varies but a figure is not about it
 PREFERRED = {ACT: "sigmoid", "model.bn_impl": "bnrepro"}

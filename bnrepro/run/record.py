@@ -59,7 +59,8 @@ class RunRecord:
         try:
             self.wb = WandbRun(
                 mode=wandb_mode, project=cfg.wandb.project, entity=cfg.wandb.entity, group=wandb_group,
-                job_type=cfg.wandb.job_type or cfg.name, tags=list(cfg.wandb.tags), name=f"{cfg.name}/{run_dir.name}",
+                job_type=cfg.wandb.job_type or cfg.name,
+                tags=[*cfg.wandb.tags, *([cfg.variant] if cfg.variant else [])], name=f"{cfg.name}/{run_dir.name}",
                 config=OmegaConf.to_container(cfg, resolve=True), run_dir=run_dir, run_id=self.summary["wandb_id"],
                 resume=prior is not None, offline_fallback=cfg.wandb.offline_fallback,
                 init_timeout_s=cfg.wandb.connect_timeout_s,

@@ -38,6 +38,7 @@ class Context:
     model: str  # the run set's model name(s), e.g. "MLP"; a slice's own come from report.names
     data: str  # the run set's data set name(s), e.g. "MNIST"
     figure_seed: int = 0  # the seed whose network Figure 1(b, c) draws (one network, one unit, never a seed mean)
+    named: tuple[str, ...] = ()  # the configurations' names when the runs carry several (config `variant`, recipe/)
 
     def save(self, fig: Figure, stem: str) -> list[Path]:
         """Save `fig` as <out>/<stem>.png and .pdf; only a declared stem, so that the next build clears it."""
@@ -55,6 +56,7 @@ class Entry:
     order: float  # place in the report; render() puts all figures before all tables whatever their order
     stems: tuple[str, ...]  # file stems the section may save figures under
     build: Build
+    axes: bool  # compares runs along model.bn and optim.lr with every other setting pinned (see section())
 
 
 _registry: dict[str, Entry] = {}
@@ -64,15 +66,20 @@ def _name(build: Build) -> str:
     return f"{build.__module__}.{build.__qualname__}"
 
 
-def section(order: float, stems: tuple[str, ...] = ()) -> Callable[[Build], Build]:
-    """Register the decorated `build(ctx)` as a report section at `order`, saving figures only under `stems`."""
+def section(order: float, stems: tuple[str, ...] = (), axes: bool = False) -> Callable[[Build], Build]:
+    """Register the decorated `build(ctx)` as a report section at `order`, saving figures only under `stems`.
+
+    axes: the section reads the run set as a sweep over model.bn and optim.lr, pinning every other setting to one
+    value (Figure 1, the lr sweep). Runs of several named configurations (recipes, e.g. Sec. 4.2's BN-x5) differ
+    in many settings at once, so such a section would compare an arbitrary slice of them: it is left out there.
+    """
 
     def register(build: Build) -> Build:
         name = _name(build)
         taken = {s: e.name for e in _registry.values() if e.name != name for s in e.stems}
         if clash := [f"{s} (by {taken[s]})" for s in stems if s in taken]:
             raise ValueError(f"{name}: figure stems already declared: {', '.join(clash)}")
-        _registry[name] = Entry(name, order, tuple(stems), build)
+        _registry[name] = Entry(name, order, tuple(stems), build, axes)
         return build
 
     return register

@@ -32,7 +32,7 @@ def _tuned_groups(ctx: Context) -> tuple[pd.DataFrame, dict[tuple[str, str], flo
     return chosen, rates
 
 
-@section(order=40, stems=(STEM,))
+@section(order=40, stems=(STEM,), axes=True)
 def bn_placement(ctx: Context) -> Section | Skipped:
     title = "BN placement and activation"
     runs, pinned = reference_slice(ctx.runs, ctx.varying, [BN, ACT], ctx.base_lr)

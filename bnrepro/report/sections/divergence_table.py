@@ -11,7 +11,7 @@ from bnrepro.report.slices import BN, LR, configurations, fmt_value, matches, or
 from bnrepro.report.thresholds import STALL_ACC
 
 
-@section(order=80)
+@section(order=80, axes=True)
 def divergence_table(ctx: Context) -> Section | Skipped:
     title = "Divergence per learning rate"
     runs, varying, base_lr = ctx.runs, ctx.varying, ctx.base_lr

@@ -51,7 +51,7 @@ def accuracies_at(metrics: pd.DataFrame, runs: pd.DataFrame, step: int) -> list[
     return rows["test_acc"].astype(float).tolist()
 
 
-@section(order=10, stems=(STEM,))
+@section(order=10, stems=(STEM,), axes=True)
 def fig1a(ctx: Context) -> Section | Skipped:
     title = "Figure 1(a): test accuracy with and without BN"
     runs, pinned = reference_slice(ctx.runs, ctx.varying, [BN], ctx.base_lr)

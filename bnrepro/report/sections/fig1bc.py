@@ -88,7 +88,7 @@ def _heading(runs: pd.DataFrame) -> str:
     return f"Input to the activation: percentiles over the {data_name(runs)} test set ({model_name(runs)})"
 
 
-@section(order=20, stems=(LAST,))
+@section(order=20, stems=(LAST,), axes=True)
 def last_layer(ctx: Context) -> Section | Skipped:
     """The paper's figure: the last tracked layer (h3 of the MLP, fc1 of the CNN) of one network each."""
     runs, pinned, names, why = _slice(ctx)
@@ -103,7 +103,7 @@ def last_layer(ctx: Context) -> Section | Skipped:
     return Section(TITLE, caption, _drift_claims(ctx, groups, [layer]), files, notes=absent(groups))
 
 
-@section(order=21, stems=(SEEDS,))
+@section(order=21, stems=(SEEDS,), axes=True)
 def every_seed(ctx: Context) -> Section | Skipped:
     """Small multiples: the same figure for each seed's networks, one row per seed."""
     runs, pinned, names, why = _slice(ctx)
@@ -122,7 +122,7 @@ def every_seed(ctx: Context) -> Section | Skipped:
     return Section(TITLE_SEEDS, caption, [], files)
 
 
-@section(order=22, stems=(EVERY,))
+@section(order=22, stems=(EVERY,), axes=True)
 def every_layer(ctx: Context) -> Section | Skipped:
     runs, pinned, names, why = _slice(ctx)
     if why:

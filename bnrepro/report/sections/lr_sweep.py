@@ -13,7 +13,7 @@ from bnrepro.report.slices import BN, LR, reference_slice
 STEM = "lr_sweep"
 
 
-@section(order=30, stems=(STEM,))
+@section(order=30, stems=(STEM,), axes=True)
 def lr_sweep(ctx: Context) -> Section | Skipped:
     title = "Learning-rate sweep"
     if LR not in ctx.varying:

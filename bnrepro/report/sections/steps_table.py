@@ -53,7 +53,7 @@ def _steps_claims(per_seed: dict[str, list[int | None]], best: dict[str, list[fl
     return out
 
 
-@section(order=70)
+@section(order=70, axes=True)
 def steps_table(ctx: Context) -> Section | Skipped:
     title = "Steps to reach the baseline's best accuracy (Sec. 4.2's table, small)"
     base_lr, metrics = ctx.base_lr, ctx.metrics

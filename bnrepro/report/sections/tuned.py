@@ -29,7 +29,7 @@ def _main(tuned: list[Tuned], bn: str) -> Tuned | None:
     return next((t for t in mine if t.values.get(ACT, PREFERRED[ACT]) == PREFERRED[ACT]), mine[0] if mine else None)
 
 
-@section(order=12, stems=(STEM,))
+@section(order=12, stems=(STEM,), axes=True)
 def tuned_comparison(ctx: Context) -> Section | Skipped:
     title = "Tuned comparison: each configuration at its own best learning rate"
     if LR not in ctx.varying or BN not in ctx.runs:
