@@ -192,8 +192,44 @@ def noise(reports: Path) -> str:
     return "\n".join(lines)
 
 
+def _titled(n: dict[str, Any], start: str) -> list[dict[str, Any]]:
+    """The rows of the report table whose title starts with `start`."""
+    return next((rows for title, rows in n["tables"].items() if title.startswith(start)), [])
+
+
+def sec42_tuning(reports: Path) -> str:
+    rows = _titled(load(reports, "sec42_tuning"), "The Baseline's learning rate")
+    return md_table(["lr", "seeds trained", "best test accuracy (mean)", CI[:-4], "chosen"],
+                    [[r["lr"], f"{r['trained']} of {r['n']}", pct(r["best mean (%)"]), pct_range(r[f"best {CI}"]),
+                      r["chosen"]] for r in rows])
+
+
+def sec42(reports: Path) -> str:
+    n = load(reports, "sec42")
+    table = md_table(
+        ["configuration", "lr", "steps to the Baseline's best (seed mean)", "per seed", "vs Baseline",
+         "best test accuracy (mean)", CI[:-4], "paper: steps to 72.2%", "paper: best"],
+        [[r["configuration"], r["lr"], r["steps to target"], r["per seed"], r["vs Baseline"], pct(r["best mean (%)"]),
+          pct_range(r[f"best {CI}"]), r["paper: steps to 72.2%"], r["paper: best (%)"]]
+         for r in _titled(n, "Sec. 4.2, Figure 3")])
+    claims = md_table(["claim tested", "this run set", "verdict"],
+                      [[c["claim"], c["found"], f"**{c['verdict']}**"] for c in n["claims"]
+                       if c["where"].startswith("Sec. 4.2")])
+    return f"{table}\n\n{claims}"
+
+
+def sec42_ablation(reports: Path) -> str:
+    rows = _titled(load(reports, "sec42"), "Sec. 4.2.1's changes")
+    return md_table(["configuration", "setting put back", "steps to the Baseline's best (per seed)", "vs BN-x5",
+                     "best test accuracy (mean)", "best - BN-x5, points (95% Welch)", ""],
+                    [[r["configuration"], r["setting put back"], r["per seed"], r["steps vs BN-x5"],
+                      pct(r["best mean (%)"]), r["best - BN-x5 (points)"], r["best vs BN-x5"]] for r in rows])
+
+
 WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig1, "lr_sweep": lr_sweep,
-                                             "bn_placement": bn_placement, "verdicts": verdicts, "noise": noise}
+                                             "bn_placement": bn_placement, "verdicts": verdicts, "noise": noise,
+                                             "sec42_tuning": sec42_tuning, "sec42": sec42,
+                                             "sec42_ablation": sec42_ablation}
 
 
 def regenerate(readme: str, reports: Path) -> str:

@@ -73,7 +73,7 @@ def test_every_experiment_composes_and_sweeps_seeds(name: str) -> None:
     assert cfg.name == name
     params = cfg.hydra.sweeper.params
     assert "seed" in params
-    if name != "smoke":
+    if name not in ("smoke", "sec42_tuning"):  # a smoke test, and a sweep that only picks a rate for the others
         assert len(str(params.seed).split(",")) >= 3
 
 

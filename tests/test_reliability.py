@@ -30,7 +30,7 @@ from bnrepro.run.lock import LOCK_FILE
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, "-m", "bnrepro.train"]
 # long enough that a signal lands mid-run, short enough for the suite; checkpoints every 200 steps
-RUN = ("model.bn=before", "train.steps=2000", "train.eval_every=250", "train.checkpoint_every=200",
+RUN = ("model.bn=before", "train.steps=1200", "train.eval_every=250", "train.checkpoint_every=200",
        "train.progress=false", "wandb.mode=disabled")
 # runs that another process must find still running: they end by SIGTERM, not by finishing
 LONG = (*RUN, "train.steps=50000")

@@ -29,8 +29,8 @@ def _check_wandb(job: Path, group: str, job_type: str) -> None:
 # experiment, extra overrides that keep the sweep small, expected job count
 CASES = [
     ("fig1", ("seed=0",), 2),
-    ("lr_sweep", ("seed=0", "optim.lr=0.1,30.0"), 4),
-    ("bn_placement", ("seed=0", "optim.lr=0.5"), 6),
+    ("lr_sweep", ("seed=0", "optim.lr=0.1"), 2),
+    ("bn_placement", ("seed=0", "optim.lr=0.5", "model.activation=relu"), 3),
     ("activation_dist", ("seed=0",), 2),
     # both models on both data sets: the four (model, data) pairs of the experiment's 24 jobs, with BN
     ("smoke", ("model.bn=before", "optim.lr=0.1"), 4),

@@ -50,8 +50,11 @@ def _overview(paths: list[Path], rs: RunSet, ctx: sections.Context, how: str) ->
              f"Used in figures and tables: {len(runs)} finished runs (completed or diverged) in {n_configs} "
              "configuration(s)" + (f", varying {', '.join(varying)}" if varying else ""),
              f"Model: {ctx.model}; data set: {ctx.data}"]
-    lines.append(f"Base learning rate (1x): {base_lr:g}, {how}" if base_lr is not None
-                 else f"Base learning rate: unknown ({how})")
+    if ctx.named:  # each configuration has its own rate; no one of them is "1x" for the whole run set
+        lines.append(f"Configurations: {', '.join(ctx.named)} (each run's config `variant`, set by its recipe)")
+    else:
+        lines.append(f"Base learning rate (1x): {base_lr:g}, {how}" if base_lr is not None
+                     else f"Base learning rate: unknown ({how})")
     if "wall_time_s" in runs and len(runs):
         # the K runs of a stack (hydra/launcher=vectorized) share one process and its wall time: count it once
         stacked = runs["vectorized.models"].fillna(1) if "vectorized.models" in runs else 1
@@ -65,11 +68,13 @@ def _sections(ctx: sections.Context) -> list[Section | Skipped]:
         return [Skipped("All figures and tables", "no finished runs")]
     entries = sections.registered()
     if not ctx.named:
-        return [entry.build(ctx) for entry in entries]
-    left_out = Skipped("Figure 1, the learning-rate, BN-placement and divergence sections",
-                       f"the runs are named configurations ({', '.join(ctx.named)}) that differ in several settings "
-                       "at once, not a sweep over bn and lr")
-    return [*(entry.build(ctx) for entry in entries if not entry.axes), left_out]
+        made = [entry.build(ctx) for entry in entries]
+    else:
+        left_out = Skipped("Figure 1, the learning-rate, BN-placement and divergence sections",
+                           f"the runs are named configurations ({', '.join(ctx.named)}) that differ in several "
+                           "settings at once, not a sweep over bn and lr")
+        made = [*(entry.build(ctx) for entry in entries if not entry.axes), left_out]
+    return [item for item in made if item is not None]  # None: a section with nothing to say about these runs
 
 
 def _named(runs: pd.DataFrame) -> tuple[str, ...]:

@@ -1,9 +1,11 @@
 """The report's sections: each module here registers its figures, tables and claims with `@section`.
 
-A section is a function `build(ctx: Context) -> Section | Skipped`. Registering it is all it takes to
-appear in report.md: build.py runs every registered section in `order`, and before each build deletes
-every file stem the sections declare, so a figure this run set cannot make never survives from an older
-report. Importing this package imports all its modules, so their decorators run.
+A section is a function `build(ctx: Context) -> Section | Skipped | None`: a Section, a Skipped with the reason a
+run set it applies to lacks what it needs, or None for a run set it has nothing to say about (Sec. 4.2's sections
+in a Figure 1 report). Registering it is all it takes to appear in report.md: build.py runs every registered
+section in `order`, and before each build deletes every file stem the sections declare, so a figure this run set
+cannot make never survives from an older report. Importing this package imports all its modules, so their
+decorators run.
 
     @section(order=55, stems=("my_figure",))
     def my_figure(ctx: Context) -> Section | Skipped:
@@ -47,7 +49,7 @@ class Context:
         return draw.save(fig, self.out, stem)
 
 
-Build = Callable[[Context], Section | Skipped]
+Build = Callable[[Context], Section | Skipped | None]
 
 
 @dataclass(frozen=True)

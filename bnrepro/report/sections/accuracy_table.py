@@ -47,6 +47,8 @@ def accuracy_table(ctx: Context) -> Section:
     for values, group in groups:
         final, best = stat(group["final_test_acc"]), stat(group["best_test_acc"])
         names = {short_name(k, ctx.varying): fmt_value(v) for k, v in values.items()}
+        if ctx.named:  # runs that carry their configuration's name (recipe/) show it first
+            names = {"configuration": " / ".join(dict.fromkeys(map(str, group["variant"]))), **names}
         rows.append({**(names or {"configuration": "all runs"}), "n": len(group),
                      "diverged": n_diverged(group), "stalled": int(stalled(group).sum()),
                      "final mean (%)": cell(final.mean),

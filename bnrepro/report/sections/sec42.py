@@ -81,13 +81,19 @@ def _target_text(target: float | None) -> str:
     return "n/a (no Baseline runs)" if target is None else f"{cell(target)}%"
 
 
+def _applies(ctx: Context, names: list[str]) -> bool:
+    """Whether any run carries one of these configuration names: else a section has nothing to say."""
+    return VARIANT in ctx.runs and bool(set(ctx.runs[VARIANT].dropna()) & set(names))
+
+
 @section(order=45, stems=(FIG2_STEM,))
-def sec42_figure2(ctx: Context) -> Section | Skipped:
+def sec42_figure2(ctx: Context) -> Section | Skipped | None:
     title = "Sec. 4.2, Figure 2: test accuracy of the Baseline, BN-Baseline, BN-x5, BN-x30 and the sigmoid pair"
+    if not _applies(ctx, list(FIGURE2)):
+        return None
     found, notes = _named(ctx, list(FIGURE2))
     if not found:
-        return Skipped(title, "no runs named " + ", ".join(FIGURE2) + " (experiment=sec42)" +
-                       (f"; {'; '.join(notes)}" if notes else ""))
+        return Skipped(title, "; ".join(notes))
     target = _target(ctx, found)
     groups = [(str(g[BN].iloc[0]) if BN in g else "none", name, g) for name, g in found.items()]
     zoom = math.floor(100 * target - 6) / 100 if target is not None else None
@@ -131,11 +137,13 @@ def _figure3_claims(ctx: Context, found: dict[str, pd.DataFrame], per_seed: dict
 
 
 @section(order=72)
-def sec42_figure3(ctx: Context) -> Section | Skipped:
+def sec42_figure3(ctx: Context) -> Section | Skipped | None:
     title = "Sec. 4.2, Figure 3: steps to the Baseline's best accuracy, and each configuration's best"
+    if not _applies(ctx, list(FIGURE2)):
+        return None
     found, notes = _named(ctx, list(FIGURE2))
     if not found:
-        return Skipped(title, "no runs named " + ", ".join(FIGURE2) + " (experiment=sec42)")
+        return Skipped(title, "; ".join(notes))
     target = _target(ctx, found)
     reached = {name: _steps(ctx, g, target) for name, g in found.items()}
     base_step = reached.get(BASELINE, (None, []))[0]
@@ -146,7 +154,8 @@ def sec42_figure3(ctx: Context) -> Section | Skipped:
                      "lr": fmt_value(group[LR].iloc[0]) if LR in group else "–", "n": len(group),
                      "steps to target": "never" if step is None else str(step),
                      "per seed": step_span(seeds) if seeds else "–",
-                     "vs Baseline": f"{base_step / step:.1f}x fewer" if step and base_step else "–",
+                     "vs Baseline": f"{base_step / step:.1f}x fewer" if step and base_step and name != BASELINE
+                     else "–",
                      "best mean (%)": cell(sum(_bests(group)) / len(_bests(group))) if _bests(group) else "–",
                      f"best {CI} (%)": interval_cell(mean_interval(_bests(group))),
                      "final mean (%)": cell(sum(_finals(group)) / len(_finals(group))) if _finals(group) else "–",
@@ -173,9 +182,11 @@ def _versus(row: list[int | None], reference: list[int | None]) -> str:
 
 
 @section(order=76)
-def sec42_ablation(ctx: Context) -> Section | Skipped:
+def sec42_ablation(ctx: Context) -> Section | Skipped | None:
     title = "Sec. 4.2.1's changes one at a time: BN-x5 with one Baseline setting put back"
     names = _ablation_names(ctx)
+    if not names and not _applies(ctx, [X5]):
+        return None
     found, notes = _named(ctx, [BASELINE, X5, *names])
     if X5 not in found or not any(n in found for n in names):
         return Skipped(title, "needs BN-x5 runs and runs of BN-x5 with a change put back (experiment=sec42 and "
@@ -205,3 +216,39 @@ def sec42_ablation(ctx: Context) -> Section | Skipped:
                "when the per-seed ranges do not overlap. best - BN-x5: the difference of the seed means of each "
                f"seed's best accuracy, with its {CI} (Welch's t); costs / gains only when the interval excludes 0.")
     return Section(title, caption, table=pd.DataFrame(rows), notes=notes)
+
+
+def chosen_lr(rows: list[dict]) -> float | None:
+    """The Baseline's rate by the written criterion: the highest seed-mean best test accuracy among the rates at
+    which every seed trained (no divergence, no stall); rows are sec42_tuning's table rows."""
+    trained = [r for r in rows if r["trained"] == r["n"] and r["best mean"] is not None]
+    return max(trained, key=lambda r: r["best mean"])["lr"] if trained else None
+
+
+@section(order=74)
+def sec42_tuning(ctx: Context) -> Section | None:
+    """Only for a run set of Baseline runs that differ in optim.lr alone (experiment=sec42_tuning)."""
+    title = "The Baseline's learning rate (experiment=sec42_tuning)"
+    if VARIANT not in ctx.runs or set(ctx.runs[VARIANT]) != {BASELINE} or ctx.varying != [LR]:
+        return None
+    rows = []
+    for lr in sorted(ctx.runs[LR].astype(float).unique()):
+        group = ctx.runs[ctx.runs[LR].astype(float) == lr]
+        bests = _bests(group)
+        ended = outcome(group, lr)
+        rows.append({"lr": lr, "n": len(group), "trained": ended.n - ended.failed,
+                     "best mean": sum(bests) / len(bests) if bests else None, "best ci": mean_interval(bests),
+                     "final mean": sum(_finals(group)) / len(_finals(group)) if _finals(group) else None})
+    chosen = chosen_lr(rows)
+    table = pd.DataFrame([{"lr": fmt_value(r["lr"]), "n": r["n"], "trained": r["trained"],
+                           "best mean (%)": cell(r["best mean"]), f"best {CI} (%)": interval_cell(r["best ci"]),
+                           "final mean (%)": cell(r["final mean"]),
+                           "chosen": "yes" if chosen is not None and r["lr"] == chosen else ""} for r in rows])
+    caption = ("The Baseline alone (no BN) at each rate; trained: seeds that neither diverged nor stalled. Chosen: "
+               "the highest seed-mean best test accuracy among the rates where every seed trained, before any BN "
+               "run, so that BN-x5 and BN-x30 are 5x and 30x a rate chosen for the network without BN. "
+               + ("Chosen rate: " + fmt_value(chosen) + "." if chosen is not None else "No rate trained on every "
+                  "seed."))
+    notes = [] if chosen is None or min(r["lr"] for r in rows) < chosen < max(r["lr"] for r in rows) else \
+        [f"the chosen rate {fmt_value(chosen)} is at the edge of the rates tried: a wider sweep may find a better one"]
+    return Section(title, caption, table=table, notes=notes)
