@@ -172,6 +172,11 @@ def validate(cfg: Any) -> DictConfig:
     check(least <= t.batch_size <= data_cls.train_size, "train.batch_size", t.batch_size,
           f"an integer from {least} to the {data_cls.name} training set's {data_cls.train_size}"
           + (" (batch norm's statistics need 2 samples)" if least > 1 else ""))
+    if hasattr(settings, "check_batch_size"):  # a model's own constraints on the batch (ghost batches)
+        try:
+            settings.check_batch_size(t.batch_size)
+        except ConfigError as e:
+            raise e.under("model") from None
     check(t.max_loss > 0, "train.max_loss", t.max_loss, "a positive number")
     check_choice(t.shuffle, "train.shuffle", SHUFFLES)
     check(0 < t.shard_size <= data_cls.train_size, "train.shard_size", t.shard_size,

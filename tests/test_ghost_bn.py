@@ -1,11 +1,15 @@
 """Ghost BN (bnrepro.nn.GhostBatchNorm1d/2d) against BN applied to each sub-batch by hand: ours bit for bit, and
-torch.nn's as the oracle."""
+torch.nn's as the oracle; and model.bn_ghost, which gives the networks those layers."""
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from torch import nn
 
+from bnrepro.config import register_configs, validate
+from bnrepro.models import CNN, MLP
 from bnrepro.nn import BatchNorm1d, BatchNorm2d, GhostBatchNorm1d, GhostBatchNorm2d, cpu_kernel
+from bnrepro.parts import ConfigError
 
 # (ghost layer, our plain layer, torch's, input shape, ghost batch size)
 CASES = [
@@ -82,3 +86,38 @@ def test_a_ghost_size_that_does_not_divide_the_batch_or_is_below_two_is_refused(
     with pytest.raises(ValueError, match="ghost_batch_size must be at least 2, got 1"):
         GhostBatchNorm2d(3, 1)
     assert "ghost_batch_size=4" in repr(GhostBatchNorm1d(3, 4))
+
+
+# --- model.bn_ghost: the networks' BN layers in their ghost-batch form -------------------------------------------
+
+def _validated(*overrides: str):
+    register_configs()
+    with initialize_config_module(config_module="bnrepro.conf", version_base="1.3"):
+        return validate(compose("config", overrides=list(overrides)))
+
+
+@pytest.mark.parametrize("model, layers", [("mlp", {GhostBatchNorm1d}), ("cnn", {GhostBatchNorm1d, GhostBatchNorm2d})])
+def test_bn_ghost_gives_the_networks_ghost_layers_that_train(model: str, layers: set) -> None:
+    cfg = _validated(f"model={model}", "model.bn=before", "model.bn_ghost=15")
+    settings = {k: v for k, v in cfg.model.items() if k != "_target_"}
+    net = (MLP if model == "mlp" else CNN)(**settings)
+    norms = [m for m in net.modules() if isinstance(m, BatchNorm1d | BatchNorm2d)]
+    assert norms and {type(m) for m in norms} == layers and all(m.ghost_batch_size == 15 for m in norms)
+    if model == "mlp":  # a ghost batch has no stacked form: such runs train alone in a vectorized sweep
+        assert not MLP.stackable(net.cfg) and MLP.stackable(MLP(bn="before").cfg)
+    x = torch.rand(60, 1, 28, 28)
+    net.train()
+    net(net.prepare_inputs(x, evaluation=False)).sum().backward()
+    assert all(int(m.num_batches_tracked) == 4 for m in norms)  # 60 / 15 ghost batches, one update each
+
+
+@pytest.mark.parametrize("overrides, allowed", [
+    (("model.bn=before", "model.bn_ghost=7"), "a divisor of train.batch_size (60)"),
+    (("model.bn=before", "model.bn_ghost=1"), "a sub-batch size >= 2"),
+    (("model.bn=none", "model.bn_ghost=10"), "with bn before or after"),
+    (("model.bn=before", "model.bn_impl=torch", "model.bn_ghost=10"), "bn_impl=bnrepro"),
+])
+def test_bad_ghost_sizes_are_refused_naming_the_key(overrides: tuple[str, ...], allowed: str) -> None:
+    with pytest.raises(ConfigError, match="model.bn_ghost") as e:
+        _validated(*overrides)
+    assert allowed in str(e.value)

@@ -322,6 +322,7 @@ BAD = [
     ("model.dropout=1.0", "model.dropout"), ("train.shuffle=never", "train.shuffle"),
     ("train.shard_size=0", "train.shard_size"), ("data.shift=0", "data.shift"),
     ("data.augment=true data.shift=28", "data.shift"),
+    ("model.bn=before model.bn_ghost=7", "model.bn_ghost"),  # 7 does not divide the batch of 60
 ]
 
 

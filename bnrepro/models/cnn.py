@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from bnrepro import nn as bnn
 from bnrepro.models.base import Model
-from bnrepro.models.options import ACTIVATIONS, ACTIVATIONS_IN_PLACE, NetworkOptions, init_weights
+from bnrepro.models.options import ACTIVATIONS, ACTIVATIONS_IN_PLACE, NetworkOptions, init_weights, norm_layer
 from bnrepro.parts import ConfigError, check
 
 # (conv layers' BN, fully connected layers' BN) of each implementation
@@ -80,9 +80,6 @@ class CNN(Model):
         bn_2d, bn_1d = BN_LAYERS[c.bn_impl] if c.bn != "none" else (None, None)
         bias = not self.bn_before  # BN's beta replaces the bias it would cancel anyway (Sec. 3.2)
 
-        def norm(layer: type[nn.Module] | None, width: int) -> nn.Module | None:
-            return layer(width, eps=c.bn_eps, momentum=c.bn_momentum) if layer is not None else None
-
         in_channels, height, width = self.input_shape
         # pool after conv i (0-based) when (i + 1) is a multiple of pool_every
         self.pool_after = [(i + 1) % c.pool_every == 0 for i in range(len(c.channels))]
@@ -91,12 +88,11 @@ class CNN(Model):
             raise ConfigError("pool_every", c.pool_every, f"few enough pools ({len(c.channels)} convs // pool_every) "
                               f"that the {height}x{width} input stays at least 1x1")
         widths = [in_channels, *c.channels]
-        self.convs = nn.ModuleList(
-            Layer(nn.Conv2d(a, b, 3, padding=1, bias=bias), norm(bn_2d, b)) for a, b in zip(widths[:-1], widths[1:])
-        )
+        self.convs = nn.ModuleList(Layer(nn.Conv2d(a, b, 3, padding=1, bias=bias), norm_layer(bn_2d, b, c))
+                                   for a, b in zip(widths[:-1], widths[1:]))
         widths = [c.channels[-1] * (height >> pools) * (width >> pools), *c.hidden]
         self.fcs = nn.ModuleList(
-            Layer(nn.Linear(a, b, bias=bias), norm(bn_1d, b)) for a, b in zip(widths[:-1], widths[1:])
+            Layer(nn.Linear(a, b, bias=bias), norm_layer(bn_1d, b, c)) for a, b in zip(widths[:-1], widths[1:])
         )
         self.out = nn.Linear(widths[-1], num_classes)
         init_weights([*(layer.op for layer in [*self.convs, *self.fcs]), self.out], c)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from bnrepro import nn as bnn
 from bnrepro.models.base import Model
-from bnrepro.models.options import ACTIVATIONS, NetworkOptions, init_weights
+from bnrepro.models.options import ACTIVATIONS, NetworkOptions, init_weights, norm_layer
 from bnrepro.models.sparse import SparseRows
 from bnrepro.nn import batch_norm_stacked, cpu_kernel
 from bnrepro.parts import check
@@ -53,12 +53,11 @@ class MLPConfig(NetworkOptions):
 class HiddenLayer(nn.Module):
     """Linear -> [BN] -> activation -> [BN]; `bn` says where BN sits, if anywhere."""
 
-    def __init__(self, fan_in: int, width: int, bn: str, bn_layer: type[nn.Module] | None,
-                 eps: float, momentum: float | None) -> None:
+    def __init__(self, fan_in: int, width: int, bn: str, norm: nn.Module | None) -> None:
         super().__init__()
         # BN's beta replaces the bias it would cancel anyway (Sec. 3.2)
         self.linear = nn.Linear(fan_in, width, bias=bn != "before")
-        self.norm = bn_layer(width, eps=eps, momentum=momentum) if bn_layer is not None else None
+        self.norm = norm
 
 
 def mlp_forward(x: Any, layers: Sequence[tuple[Tensor, Tensor | None, Callable | None]],
@@ -104,7 +103,7 @@ class MLP(Model):
         bn_layer = None if c.bn == "none" else BN_LAYERS[c.bn_impl]
         widths = [math.prod(self.input_shape), *c.hidden]
         self.hidden = nn.ModuleList(
-            HiddenLayer(a, b, c.bn, bn_layer, c.bn_eps, c.bn_momentum) for a, b in zip(widths[:-1], widths[1:])
+            HiddenLayer(a, b, c.bn, norm_layer(bn_layer, b, c)) for a, b in zip(widths[:-1], widths[1:])
         )
         self.out = nn.Linear(widths[-1], num_classes)
         init_weights([*(h.linear for h in self.hidden), self.out], c)
@@ -133,9 +132,10 @@ class MLP(Model):
 
     @classmethod
     def stackable(cls, cfg: Any) -> bool:
-        # torch's BN layer has no stacked form; dropout's masks come from torch's global RNG in a model's own order,
-        # which K models drawing at once cannot reproduce
-        return (cfg.bn == "none" or cfg.bn_impl == "bnrepro") and not cfg.dropout
+        # torch's BN layer and ghost batches have no stacked form; dropout's masks come from torch's global RNG in a
+        # model's own order, which K models drawing at once cannot reproduce
+        return ((cfg.bn == "none" or cfg.bn_impl == "bnrepro") and not cfg.dropout
+                and getattr(cfg, "bn_ghost", None) is None)
 
     @classmethod
     def stack(cls, models: Sequence[MLP]) -> StackedMLP:

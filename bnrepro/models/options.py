@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from bnrepro import nn as bnn
 from bnrepro.parts import check, check_choice
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -25,6 +26,7 @@ ACTIVATIONS_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
 BN_MODES = ("none", "before", "after")
 BN_IMPLS = ("bnrepro", "torch")
 INITS = ("gaussian", "torch")
+GHOST_LAYERS = {bnn.BatchNorm1d: bnn.GhostBatchNorm1d, bnn.BatchNorm2d: bnn.GhostBatchNorm2d}
 
 
 @dataclass
@@ -38,6 +40,9 @@ class NetworkOptions:
     init_std: float = 0.05
     bn_eps: float = 1e-5
     bn_momentum: float | None = 0.1  # torch convention; None = cumulative average
+    # ghost batch size (Hoffer et al. 2017): in training, BN's statistics per sub-batch of this many samples (our
+    # layer only); None: the whole batch
+    bn_ghost: int | None = None
 
     def check(self) -> None:
         check_choice(self.activation, "activation", tuple(ACTIVATIONS))
@@ -48,9 +53,27 @@ class NetworkOptions:
         check(self.bn_eps > 0, "bn_eps", self.bn_eps, "a positive number")
         check(self.bn_momentum is None or 0.0 <= self.bn_momentum <= 1.0, "bn_momentum", self.bn_momentum,
               "null (cumulative average) or 0 <= momentum <= 1")
+        check(self.bn_ghost is None or (self.bn_ghost >= 2 and self.bn != "none" and self.bn_impl == "bnrepro"),
+              "bn_ghost", self.bn_ghost, "null, or a sub-batch size >= 2 with bn before or after and "
+              "bn_impl=bnrepro (ghost batches are our layer's)")
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """The training batch must split into whole ghost batches."""
+        check(self.bn_ghost is None or batch_size % self.bn_ghost == 0, "bn_ghost", self.bn_ghost,
+              f"a divisor of train.batch_size ({batch_size})")
 
     def min_batch_size(self) -> int:
         return 2 if self.bn != "none" else 1  # a fully connected BN's batch variance needs two samples per unit
+
+
+def norm_layer(layer: type[nn.Module] | None, width: int, options: NetworkOptions) -> nn.Module | None:
+    """A BN layer (`layer`: BatchNorm1d/2d, ours or torch's) over `width` features with the options' eps and
+    momentum, in its ghost-batch form when options.bn_ghost is set; None where the network has no BN."""
+    if layer is None:
+        return None
+    if options.bn_ghost is not None:
+        return GHOST_LAYERS[layer](width, options.bn_ghost, eps=options.bn_eps, momentum=options.bn_momentum)
+    return layer(width, eps=options.bn_eps, momentum=options.bn_momentum)
 
 
 def init_weights(ops: Iterable[nn.Module], options: NetworkOptions) -> None:
