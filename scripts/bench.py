@@ -194,18 +194,19 @@ def measure_recipe(recipe: str, steps: int, tmp: Path) -> float:
 
 
 def sweep_wall_time(sweeps: list[Path]) -> dict[str, float] | None:
-    """The runs under `sweeps` as they were trained: how many, their summed wall time, and the time from the first
-    run's start (its summary's last write less its wall time) to the last run's end (None if there are none)."""
-    summaries = [p for sweep in sweeps for p in sweep.glob("*/summary.json")]
-    spans = []
-    for path in summaries:
+    """The runs under `sweeps` as they were trained: how many, their steps (train.steps: a diverged run stops
+    earlier), their summed wall time, and the time from the first run's start (its summary's last write less its
+    wall time) to the last run's end (None if there are none)."""
+    spans, steps = [], 0
+    for path in (p for sweep in sweeps for p in sweep.glob("*/summary.json")):
         summary = json.loads(path.read_text())
+        steps = max(steps, summary.get("steps_done") or 0)
         if summary.get("status") in ("completed", "diverged") and summary.get("wall_time_s"):
             end = path.stat().st_mtime
             spans.append((end - summary["wall_time_s"], end, summary["wall_time_s"]))
     if not spans:
         return None
-    return {"runs": len(spans), "sum_s": sum(w for _, _, w in spans),
+    return {"runs": len(spans), "steps": steps, "sum_s": sum(w for _, _, w in spans),
             "elapsed_s": max(e for _, e, _ in spans) - min(b for b, _, _ in spans)}
 
 
@@ -493,11 +494,9 @@ def main() -> None:
                                for r in ("baseline", "bn_x5")}, max(1, args.repeats // 2))
         res |= {f"sec42_step_ms_{r}": ms for r, ms in recipes.items()}
         if wall := sweep_wall_time(args.sec42_sweeps):
-            steps = max(json.loads(p.read_text()).get("steps_done") or 0 for d in args.sec42_sweeps
-                        for p in d.glob("*/summary.json"))  # train.steps: a diverged run stops earlier
             res |= {f"sec42_{k}": v for k, v in wall.items()} | {
                 "sec42_sweeps": [str(d.relative_to(REPO)) if d.is_relative_to(REPO) else str(d)
-                                 for d in args.sec42_sweeps], "sec42_steps": steps}
+                                 for d in args.sec42_sweeps]}
         sweep = interleaved({name: (lambda o=overrides: measure_sweep(o, args.sweep_seeds, args.sweep_steps, Path(tmp)))
                              for name, overrides in SWEEP_LAUNCHERS.items()}, max(1, args.repeats // 2))
         res |= {"sweep_jobs": 2 * args.sweep_seeds, "sweep_steps": args.sweep_steps,

@@ -77,7 +77,7 @@ def _sections(ctx: sections.Context) -> list[Section | Skipped]:
     return [item for item in made if item is not None]  # None: a section with nothing to say about these runs
 
 
-def _named(runs: pd.DataFrame) -> tuple[str, ...]:
+def _configuration_names(runs: pd.DataFrame) -> tuple[str, ...]:
     """The names of the run set's configurations (config `variant`) when there are several, in run order."""
     names = tuple(dict.fromkeys(str(v) for v in runs["variant"].dropna() if v)) if "variant" in runs else ()
     return names if len(names) > 1 else ()
@@ -120,7 +120,7 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
     lr, how = slices.choose_base_lr(runs, base_lr)
     named = runs if len(runs) else rs.runs  # with no finished run, the loaded ones still say what was trained
     ctx = sections.Context(runs, metrics, varying, lr, out, model_name(named), data_name(named), figure_seed,
-                           _named(runs))
+                           _configuration_names(runs))
     items = _sections(ctx)
     names = sorted({str(n) for n in rs.runs["name"].dropna()}) if "name" in rs.runs else []
     report = Report(

@@ -182,11 +182,11 @@ def variants_figure(metrics: pd.DataFrame, groups: list[Group], title: str, zoom
     fig = Figure(figsize=(5.5 * panels, 4.2))
     fig.suptitle(title)
     axes = fig.subplots(1, panels, squeeze=False)[0]
+    curves = [(bn, f"{label} (n={len(runs)})", curve(metrics, runs, "test_acc")) for bn, label, runs in groups]
     for ax in axes:
-        for i, (bn, label, runs) in enumerate(groups):
-            stats = curve(metrics, runs, "test_acc")
+        for i, (bn, label, stats) in enumerate(curves):
             if not stats.empty:
-                _band(ax, stats, f"{label} (n={len(runs)})", f"C{i}", "--" if bn == "none" else "-")
+                _band(ax, stats, label, f"C{i}", "--" if bn == "none" else "-")
         ax.set_xlabel("training step")
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
@@ -194,7 +194,7 @@ def variants_figure(metrics: pd.DataFrame, groups: list[Group], title: str, zoom
     axes[0].set_title("all configurations")
     axes[0].legend(loc="lower right", fontsize=8)
     if zoom_from is not None:
-        top = max(float(curve(metrics, runs, "test_acc")["max"].max()) for _, _, runs in groups)
+        top = max(float(stats["max"].max()) for _, _, stats in curves if not stats.empty)
         axes[1].set_ylim(zoom_from, min(1.0, top + 0.005))
         axes[1].set_title(f"above {100 * zoom_from:.0f}%")
     return fig

@@ -67,6 +67,10 @@ def _finals(group: pd.DataFrame) -> list[float]:
     return group["final_test_acc"].dropna().astype(float).tolist()
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def _target(ctx: Context, found: dict[str, pd.DataFrame]) -> float | None:
     return best_of_mean(ctx.metrics, found[BASELINE]) if BASELINE in found else None
 
@@ -86,14 +90,21 @@ def _applies(ctx: Context, names: list[str]) -> bool:
     return VARIANT in ctx.runs and bool(set(ctx.runs[VARIANT].dropna()) & set(names))
 
 
-@section(order=45, stems=(FIG2_STEM,))
-def sec42_figure2(ctx: Context) -> Section | Skipped | None:
-    title = "Sec. 4.2, Figure 2: test accuracy of the Baseline, BN-Baseline, BN-x5, BN-x30 and the sigmoid pair"
+def _figure2_runs(ctx: Context, title: str) -> tuple[dict[str, pd.DataFrame], list[str]] | Skipped | None:
+    """Figure 2's configurations present and the notes on the ones left out; None for a run set without any of
+    them, Skipped when every one present spans several settings."""
     if not _applies(ctx, list(FIGURE2)):
         return None
     found, notes = _named(ctx, list(FIGURE2))
-    if not found:
-        return Skipped(title, "; ".join(notes))
+    return (found, notes) if found else Skipped(title, "; ".join(notes))
+
+
+@section(order=45, stems=(FIG2_STEM,))
+def sec42_figure2(ctx: Context) -> Section | Skipped | None:
+    title = "Sec. 4.2, Figure 2: test accuracy of the Baseline, BN-Baseline, BN-x5, BN-x30 and the sigmoid pair"
+    if not isinstance(picked := _figure2_runs(ctx, title), tuple):
+        return picked
+    found, notes = picked
     target = _target(ctx, found)
     groups = [(str(g[BN].iloc[0]) if BN in g else "none", name, g) for name, g in found.items()]
     zoom = math.floor(100 * target - 6) / 100 if target is not None else None
@@ -139,11 +150,9 @@ def _figure3_claims(ctx: Context, found: dict[str, pd.DataFrame], per_seed: dict
 @section(order=72)
 def sec42_figure3(ctx: Context) -> Section | Skipped | None:
     title = "Sec. 4.2, Figure 3: steps to the Baseline's best accuracy, and each configuration's best"
-    if not _applies(ctx, list(FIGURE2)):
-        return None
-    found, notes = _named(ctx, list(FIGURE2))
-    if not found:
-        return Skipped(title, "; ".join(notes))
+    if not isinstance(picked := _figure2_runs(ctx, title), tuple):
+        return picked
+    found, notes = picked
     target = _target(ctx, found)
     reached = {name: _steps(ctx, g, target) for name, g in found.items()}
     base_step = reached.get(BASELINE, (None, []))[0]
@@ -156,9 +165,9 @@ def sec42_figure3(ctx: Context) -> Section | Skipped | None:
                      "per seed": step_span(seeds) if seeds else "–",
                      "vs Baseline": f"{base_step / step:.1f}x fewer" if step and base_step and name != BASELINE
                      else "–",
-                     "best mean (%)": cell(sum(_bests(group)) / len(_bests(group))) if _bests(group) else "–",
+                     "best mean (%)": cell(_mean(_bests(group))),
                      f"best {CI} (%)": interval_cell(mean_interval(_bests(group))),
-                     "final mean (%)": cell(sum(_finals(group)) / len(_finals(group))) if _finals(group) else "–",
+                     "final mean (%)": cell(_mean(_finals(group))),
                      "diverged": int((group["status"] == "diverged").sum()),
                      "paper: steps to 72.2%": PAPER[name][0], "paper: best (%)": PAPER[name][1]})
     caption = (f"Target: the Baseline's best accuracy, the highest seed-mean test accuracy of its runs "
@@ -192,11 +201,11 @@ def sec42_ablation(ctx: Context) -> Section | Skipped | None:
         return Skipped(title, "needs BN-x5 runs and runs of BN-x5 with a change put back (experiment=sec42 and "
                        "experiment=sec42_ablation, reported together)")
     target = _target(ctx, found)
-    ref_steps = _steps(ctx, found[X5], target)[1]
+    reached = {name: _steps(ctx, found[name], target) for name in [X5, *names] if name in found}
+    ref_steps = reached[X5][1]
     rows = []
-    for name in [X5, *(n for n in names if n in found)]:
+    for name, (step, seeds) in reached.items():
         group = found[name]
-        step, seeds = _steps(ctx, group, target)
         delta = difference(_bests(group), _bests(found[X5])) if name != X5 else None
         changed = {short_name(k, ctx.varying): fmt_value(group[k].iloc[0]) for k in ctx.varying
                    if fmt_value(group[k].iloc[0]) != fmt_value(found[X5][k].iloc[0])}
@@ -205,7 +214,7 @@ def sec42_ablation(ctx: Context) -> Section | Skipped | None:
                      "steps to target": "never" if step is None else str(step) if target is not None else "–",
                      "per seed": step_span(seeds) if seeds else "–",
                      "steps vs BN-x5": _versus(seeds, ref_steps) if name != X5 else "–",
-                     "best mean (%)": cell(sum(_bests(group)) / len(_bests(group))) if _bests(group) else "–",
+                     "best mean (%)": cell(_mean(_bests(group))),
                      f"best {CI} (%)": interval_cell(mean_interval(_bests(group))),
                      "best - BN-x5 (points)": delta.points() if delta is not None else "–",
                      "best vs BN-x5": "–" if delta is None else {"below": "costs", "above": "gains",
@@ -237,8 +246,8 @@ def sec42_tuning(ctx: Context) -> Section | None:
         bests = _bests(group)
         ended = outcome(group, lr)
         rows.append({"lr": lr, "n": len(group), "trained": ended.n - ended.failed,
-                     "best mean": sum(bests) / len(bests) if bests else None, "best ci": mean_interval(bests),
-                     "final mean": sum(_finals(group)) / len(_finals(group)) if _finals(group) else None})
+                     "best mean": _mean(bests), "best ci": mean_interval(bests),
+                     "final mean": _mean(_finals(group))})
     chosen = chosen_lr(rows)
     table = pd.DataFrame([{"lr": fmt_value(r["lr"]), "n": r["n"], "trained": r["trained"],
                            "best mean (%)": cell(r["best mean"]), f"best {CI} (%)": interval_cell(r["best ci"]),
