@@ -1,12 +1,15 @@
-"""Shared fixtures: one MNIST cache per test session, and the real CLI as a subprocess."""
+"""Shared fixtures: one MNIST cache per test session, and the real CLI as a subprocess; helpers that compose a
+validated config and make an in-process job of it."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +28,13 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 CLI = Callable[..., subprocess.CompletedProcess]
 TRAIN = [sys.executable, "-m", "bnrepro.train"]
+# W&B offline costs a run over a second of start-up and finish: only the tests about W&B ask for it (wandb.mode=...)
+QUIET = "wandb.mode=disabled"
+
+
+def _quiet(args: tuple[str, ...]) -> list[str]:
+    """The command line, with W&B off unless it says otherwise."""
+    return [*args] if any(a.startswith("wandb.mode=") for a in args) else [*args, QUIET]
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +49,7 @@ def cli(cli_env: dict[str, str]) -> CLI:
 
     def run(*overrides: str, check: bool = True, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*TRAIN, *overrides], cwd=REPO, env={**cli_env, **(env or {})},
+        proc = subprocess.run([*TRAIN, *_quiet(overrides)], cwd=REPO, env={**cli_env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
@@ -53,7 +63,35 @@ def start_cli(cli_env: dict[str, str]) -> Callable[..., subprocess.Popen]:
     """Start `bnrepro-train` in the background, for tests that signal, kill or race it."""
 
     def start(*overrides: str, cwd: Path = REPO) -> subprocess.Popen:
-        return subprocess.Popen([*TRAIN, *overrides], cwd=cwd, env=cli_env, stdout=subprocess.DEVNULL,
+        return subprocess.Popen([*TRAIN, *_quiet(overrides)], cwd=cwd, env=cli_env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
 
     return start
+
+
+def validated(*overrides: str) -> Any:
+    """The config `bnrepro-train` would run for these overrides, through Hydra's compose API and validate."""
+    import torch  # noqa: F401 - before Hydra, as the CLI imports it
+    from hydra import compose, initialize_config_dir
+
+    from bnrepro.config import register_configs, validate
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return validate(compose("config", overrides=list(overrides)))
+
+
+def in_process_job(run_dir: Path, *overrides: str) -> Any:
+    """A job of bnrepro.run.job for a fresh run folder, trained in this process by bnrepro.run.job.train."""
+    import torch
+
+    from bnrepro.run.job import Job
+
+    run_dir.mkdir(parents=True)
+    return Job(cfg=validated(*overrides), run_dir=run_dir, device=torch.device("cpu"), wandb_mode="disabled",
+               wandb_group=None, threads=1, prior=None, progress=False)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))

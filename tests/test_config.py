@@ -49,6 +49,8 @@ def test_schema_rejects_unknown_keys_and_wrong_types() -> None:
     ("wandb.mode=sometimes", "wandb.mode"),
     ("device=tpu", "device"),
     ("tracking.percentiles=[15,150]", "tracking.percentiles"),
+    ("train.checkpoint_every=-1", "train.checkpoint_every"),
+    ("train.resume=maybe", "train.resume"),
 ])
 def test_validate_names_the_key_and_the_value(override: str, key: str) -> None:
     cfg = _compose(override)

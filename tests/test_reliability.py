@@ -35,7 +35,7 @@ RUN = ("model.bn=before", "train.steps=1200", "train.eval_every=250", "train.che
 # runs that another process must find still running: they end by SIGTERM, not by finishing
 LONG = (*RUN, "train.steps=50000")
 # sweeps stopped once two jobs have checkpointed: no job may finish first, and continuing them takes seconds
-SWEEP = (*RUN, "train.steps=3000", "train.eval_every=500")
+SWEEP = (*RUN, "train.steps=2000", "train.eval_every=500")
 QUIET_SWEEP = "hydra.callbacks.sweep_progress.enabled=false"  # stderr holds only what the command itself says
 ROOT = os.geteuid() == 0
 

@@ -72,15 +72,11 @@ def test_divergence_is_recorded_not_raised(cli, tmp_path: Path) -> None:
     assert 1 <= summary["diverged_step"] <= 300 and summary["final_test_acc"] is None
 
 
-# one bad command line of each kind: range, choice, type, unknown key or group option, missing GPU
+# one bad command line of each kind: range, choice, type, unknown key, group option, missing GPU (every key's
+# check is test_config's, in process: the command line reports them all alike)
 BAD = [
-    ("optim.lr=-0.1", "optim.lr"), ("optim.lr=0", "optim.lr"), ("train.steps=0", "train.steps"),
-    ("train.eval_every=0", "train.eval_every"), ("train.checkpoint_every=-1", "train.checkpoint_every"),
-    ("model.bn=sideways", "model.bn"), ("model.activation=swish", "model.activation"),
-    ("wandb.mode=sometimes", "wandb.mode"), ("device=tpu", "device"), ("model.hidden=[100,0]", "model.hidden"),
-    ("tracking.percentiles=[15,101]", "tracking.percentiles"), ("train.steps=abc", "train.steps"),
-    ("train.resume=maybe", "train.resume"), ("+foo=1", "foo"), ("model=resnet", "model/resnet"),
-    ("device=cuda", "device"),
+    ("optim.lr=-0.1", "optim.lr"), ("model.bn=sideways", "model.bn"), ("train.steps=abc", "train.steps"),
+    ("+foo=1", "foo"), ("model=resnet", "model/resnet"), ("device=cuda", "device"),
 ]
 
 

@@ -145,8 +145,8 @@ def test_vectorized_sweep_writes_the_runs_of_the_basic_launcher_bit_for_bit(cli,
              "train.eval_every=500", "train.progress=false")
     basic, vectorized = tmp_path / "basic", tmp_path / "vectorized"
     cli(*sweep, "wandb.mode=disabled", f"hydra.sweep.dir={basic}", timeout=600)
-    cli(*sweep, "hydra/launcher=vectorized", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={vectorized}",
-        timeout=600)
+    cli(*sweep, "hydra/launcher=vectorized", "hydra.launcher.n_jobs=2", "wandb.mode=offline",
+        f"hydra.sweep.dir={vectorized}", timeout=600)
     expected, got = _summaries(basic), _summaries(vectorized)
     assert sorted(got) == sorted(expected) and len(got) == 4
     for name, summary in got.items():
@@ -161,7 +161,7 @@ def test_vectorized_sweep_writes_the_runs_of_the_basic_launcher_bit_for_bit(cli,
 
 
 def test_sigterm_stops_every_worker_and_the_same_command_finishes_the_sweep(cli, start_cli, tmp_path: Path) -> None:
-    args = ("-m", "model.bn=none,before", "seed=0,1", "train.steps=1500", "train.eval_every=250",
+    args = ("-m", "model.bn=none,before", "seed=0,1", "train.steps=1000", "train.eval_every=250",
             "train.checkpoint_every=200", "train.progress=false", "wandb.mode=disabled")
     basic = tmp_path / "basic"
     cli(*args, f"hydra.sweep.dir={basic}")

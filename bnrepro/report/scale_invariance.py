@@ -31,6 +31,7 @@ from torch import Tensor
 from bnrepro.models.mlp import MLP, mlp_forward
 from bnrepro.report import claims
 from bnrepro.report.thresholds import SCALE_TOLERANCE
+from bnrepro.training.optim import SGD
 
 FACTORS = (0.5, 2.0, 10.0)
 NETWORKS = {"BN": "before", "no BN": "none"}
@@ -108,7 +109,7 @@ def train(bn: str, seed: int, steps: Sequence[int], train_x: Tensor, train_y: Te
     torch.manual_seed(seed)
     model = MLP(bn=bn, init_std=settings["init_std"])
     x = model.prepare_inputs(train_x, evaluation=False)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"])
+    optimizer = SGD(model.parameters(), lr=settings["lr"])
     order = torch.Generator().manual_seed(seed)
     batch, perm, at = settings["batch_size"], torch.randperm(len(train_y), generator=order), 0
     model.train()

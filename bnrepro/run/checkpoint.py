@@ -27,6 +27,7 @@ from bnrepro.config import COMPUTE_NEUTRAL
 from bnrepro.errors import CorruptFile, FolderRefused
 from bnrepro.run.runlog import read_summary
 from bnrepro.training.loop import LoopState
+from bnrepro.training.optim import SGD
 
 CHECKPOINT_FILE = "checkpoint.pt"
 HYDRA_DIR = ".hydra"
@@ -48,7 +49,7 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: LoopState,
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: SGD, state: LoopState,
                     rows: list[dict[str, float]], digest: str, bn_path: str) -> None:
     payload = {
         "model": model.state_dict(),
@@ -90,7 +91,7 @@ def read_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint(payload: dict[str, Any], model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[LoopState, list[dict[str, float]]]:
+                    optimizer: SGD) -> tuple[LoopState, list[dict[str, float]]]:
     """Restore model, optimizer and RNGs in place from read_checkpoint's payload; return the loop's state and the
     metrics rows so far."""
     model.load_state_dict(payload["model"])

@@ -29,6 +29,7 @@ from bnrepro.run.checkpoint import (
 from bnrepro.run.runlog import git_commit, package_versions, peak_memory_mib, write_metrics, write_summary
 from bnrepro.run.wandb_run import WandbRun
 from bnrepro.training.loop import LoopResult, LoopState
+from bnrepro.training.optim import SGD
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class RunRecord:
         write_metrics(self.run_dir, self.rows)
         self.wb.log(step, row, taps)
 
-    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> LoopState | None:
+    def resume(self, model: torch.nn.Module, optimizer: SGD) -> LoopState | None:
         """Load the folder's checkpoint into model and optimizer, if it has one; the loop's state to go on from."""
         payload = read_checkpoint(self.run_dir)
         if payload is None:
@@ -86,7 +87,7 @@ class RunRecord:
         write_metrics(self.run_dir, self.rows)  # a killed run may have written rows past its last checkpoint
         return state
 
-    def checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
+    def checkpoint(self, model: torch.nn.Module, optimizer: SGD, state: LoopState) -> None:
         save_checkpoint(self.run_dir, model, optimizer, state, self.rows, self.digest, self.bn_path)
         self.checkpoint_step = state.step
 

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-import wandb
 from torch import Tensor
 
 from bnrepro.errors import EXIT_REFUSED, RunFailure
@@ -70,6 +69,13 @@ def resolve_mode(mode: str, offline_fallback: bool, timeout_s: float) -> str:
     return "offline"
 
 
+def _wandb() -> Any:
+    """The wandb module, imported by the first run that logs to W&B."""
+    import wandb
+
+    return wandb
+
+
 def _quiet_usage_telemetry() -> None:
     """Turn off W&B's own usage telemetry for this process (the run's data is not concerned): its exporter threads
     post to the W&B server, and process exit waits for them, tens of seconds when the server stalls."""
@@ -96,6 +102,8 @@ class WandbRun:
         kwargs = dict(project=project, entity=entity, group=group, job_type=job_type, tags=tags, name=name,
                       config=config, dir=str(run_dir), id=run_id, resume="allow" if resume else None,
                       reinit="create_new")
+        if mode == "disabled":  # nothing to log: W&B is not even imported, a fraction of a second of every start
+            return
         if mode == "online" and not self._start_online(kwargs, offline_fallback, init_timeout_s):
             mode = "offline"
         if self.run is None:
@@ -120,13 +128,14 @@ class WandbRun:
                         "uploads later", timeout_s, why)
             if _online_runs == 0:  # the failed run keeps its id in W&B's service, which the others may still use
                 with contextlib.suppress(Exception):
-                    wandb.teardown()
+                    _wandb().teardown()
             return False
 
     def _init(self, mode: str, init_timeout: float | None = None, **kwargs: Any) -> None:
         # W&B 0.31 keys its own usage telemetry to the process-wide settings, not the run's: left online,
         # an offline run's first log() imports OpenTelemetry (~0.1 s, inside the training loop) and starts
         # exporter threads that try the network every minute. The run's mode there turns that off offline.
+        wandb = _wandb()
         wandb.setup(wandb.Settings(mode=mode))
         # the training loop owns this CPU: no stdout capture, no system-stats sampler
         settings = dict(console="off", x_disable_stats=True, x_disable_machine_info=True, silent=True)
@@ -145,15 +154,19 @@ class WandbRun:
             log.warning("W&B %s failed, continuing without W&B (the run folder is complete): %s", what, e)
 
     def log(self, step: int, row: dict[str, float | None], taps: dict[str, Tensor]) -> None:
+        if self.run is None:
+            return
         data: dict[str, Any] = {k: v for k, v in row.items() if k != "step" and v is not None}
         if self.histogram_bins:
             for name, values in taps.items():
                 counts, edges = np.histogram(values.cpu().numpy(), bins=self.histogram_bins)
-                data[f"hist/{name}"] = wandb.Histogram(np_histogram=(counts, edges))
+                data[f"hist/{name}"] = _wandb().Histogram(np_histogram=(counts, edges))
         self._guard("log", lambda: self.run.log(data, step=step))
 
     def finish(self, summary: dict[str, Any], exit_code: int) -> None:
         global _online_runs
+        if self.run is None:
+            return
         self._guard("summary", lambda: self.run.summary.update(summary))
         self._guard("finish", lambda: self.run.finish(exit_code=exit_code))
         if self.online:

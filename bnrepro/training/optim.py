@@ -1,10 +1,12 @@
-"""Optimizers from `optim.*`: torch's SGD for a model alone, the same update for K stacked models, and the
-learning-rate schedule both follow."""
+"""Optimizers from `optim.*`: SGD for a model alone, the same update for K stacked models, and the learning-rate
+schedule both follow."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -15,9 +17,77 @@ SCHEDULES = ("constant", "exponential", "step")
 LrScale = Callable[[int], float]
 
 
-def build_optimizer(params: Iterable[Tensor], cfg: DictConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov)
+class SGD:
+    """torch.optim.SGD, bit for bit: its update (the single-tensor path: L2 weight decay, momentum, Nesterov; no
+    dampening), param_groups, state and state_dict format, so a checkpoint loads into either.
+
+    Not torch.optim itself because its first use imports torch._dynamo (for torch.compile, which bnrepro does not
+    use): over a second of CPU at the start of every run and every job of a sweep, as long as torch's own import.
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
+        # the keys of torch's SGD group, so that its load_state_dict accepts ours
+        self.param_groups: list[dict[str, Any]] = [{
+            "params": list(params), "lr": lr, "momentum": momentum, "dampening": 0, "weight_decay": weight_decay,
+            "nesterov": nesterov, "maximize": False, "foreach": None, "differentiable": False, "fused": None}]
+        self.state: defaultdict[Tensor, dict[str, Tensor]] = defaultdict(dict)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        p.grad.detach_().zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:  # as torch: a parameter without a gradient does not move
+                    continue
+                grad = p.grad
+                if weight_decay != 0:
+                    grad = grad.add(p, alpha=weight_decay)
+                if momentum != 0:
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:  # the first step's buffer is the gradient itself, as torch's
+                        buf = state["momentum_buffer"] = grad.detach().clone()
+                    else:
+                        buf.mul_(momentum).add_(grad)
+                    grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
+                p.add_(grad, alpha=-lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's format: parameters as their indices in group order, state keyed by those indices."""
+        index: dict[Tensor, int] = {}
+        groups = []
+        for group in self.param_groups:
+            ids = [index.setdefault(p, len(index)) for p in group["params"]]
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        return {"state": {index[p]: dict(s) for p, s in self.state.items() if p in index}, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+                len(g["params"]) != len(own["params"]) for g, own in zip(groups, self.param_groups)):
+            raise ValueError("loaded state dict has a different number of parameter groups or parameters")
+        params = {i: p for g, own in zip(groups, self.param_groups) for i, p in zip(g["params"], own["params"])}
+        self.state = defaultdict(dict)
+        for i, s in state_dict["state"].items():
+            p = params[int(i)]  # buffers take the parameter's dtype and device, as torch casts them
+            self.state[p] = {k: v.to(dtype=p.dtype, device=p.device) if isinstance(v, Tensor) else v
+                             for k, v in s.items()}
+        for g, own in zip(groups, self.param_groups):
+            own.update({k: v for k, v in g.items() if k != "params"})
+
+
+def build_optimizer(params: Iterable[Tensor], cfg: DictConfig) -> SGD:
+    return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
 
 
 def lr_schedule(cfg: DictConfig) -> LrScale | None:

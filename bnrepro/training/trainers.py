@@ -17,7 +17,7 @@ from torch import Tensor
 from bnrepro.models.base import Model
 from bnrepro.probes.base import ProbeView, norms_of
 from bnrepro.training.evaluation import Evaluation, Evaluator
-from bnrepro.training.optim import StackedSGD
+from bnrepro.training.optim import SGD, StackedSGD
 
 
 def bn_columns(model: Model) -> dict[str, str]:
@@ -29,11 +29,11 @@ def bn_columns(model: Model) -> dict[str, str]:
 
 
 class SingleTrainer:
-    """One model, trained with its own forward, autograd's backward and a torch optimizer: the path users extend."""
+    """One model, trained with its own forward, autograd's backward and SGD: the path users extend."""
 
     k = 1
 
-    def __init__(self, model: Model, optimizer: torch.optim.Optimizer, train_x: Tensor, train_y: Tensor,
+    def __init__(self, model: Model, optimizer: SGD, train_x: Tensor, train_y: Tensor,
                  evaluator: Evaluator) -> None:
         self.model, self.optimizer, self.evaluator = model, optimizer, evaluator
         self.train_x, self.train_y = model.prepare_inputs(train_x, evaluation=False), train_y
@@ -79,17 +79,17 @@ class SingleTrainer:
     def probe_view(self, k: int, step: int) -> ProbeView:
         return ProbeView(step, self.model, self._grads(), stacked=False)
 
-    def export(self, k: int) -> tuple[Model, torch.optim.Optimizer]:
+    def export(self, k: int) -> tuple[Model, SGD]:
         return self.model, self.optimizer
 
 
 class StackedTrainer:
     """K models of one stackable class as one stacked model (Model.stack), with a learning rate per model.
 
-    optimizers: the models' own torch SGDs (build_optimizer's), which export fills for checkpoints; the stack moves
+    optimizers: the models' own SGDs (build_optimizer's), which export fills for checkpoints; the stack moves
     by a StackedSGD of the same momentum, weight_decay and nesterov."""
 
-    def __init__(self, models: Sequence[Model], optimizers: Sequence[torch.optim.SGD], lrs: Sequence[float],
+    def __init__(self, models: Sequence[Model], optimizers: Sequence[SGD], lrs: Sequence[float],
                  momentum: float, train_x: Tensor, train_y: Tensor, evaluator: Evaluator, *,
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
         self.models, self.optimizers, self.evaluator = list(models), list(optimizers), evaluator
@@ -131,7 +131,7 @@ class StackedTrainer:
     def probe_view(self, k: int, step: int) -> ProbeView:
         return ProbeView(step, self.models[k], self.stack.member_grads(k), stacked=True)
 
-    def export(self, k: int) -> tuple[Model, torch.optim.Optimizer]:
+    def export(self, k: int) -> tuple[Model, SGD]:
         """Model k in a single run's form (weights, BN statistics, momentum buffer): any launcher can resume it."""
         model, optimizer = self.models[k], self.optimizers[k]
         self.stack.export(k, model)
@@ -141,7 +141,7 @@ class StackedTrainer:
         return model, optimizer
 
 
-def _momentum_buffers(optimizers: Sequence[torch.optim.Optimizer], models: Sequence[Model],
+def _momentum_buffers(optimizers: Sequence[SGD], models: Sequence[Model],
                       params: Sequence[Tensor]) -> list[Tensor] | None:
     """The resumed models' SGD momentum buffers, stacked as the stack stacks their parameters."""
     per_model: list[list[Any]] = [[opt.state.get(p, {}).get("momentum_buffer") for p in m.parameters()]
