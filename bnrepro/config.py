@@ -60,6 +60,10 @@ class TrainConfig:
     # same batches every epoch) | shards (fixed shards of shard_size samples, their order reshuffled each epoch)
     shuffle: str = "epoch"
     shard_size: int = 600
+    # iid (batches as `shuffle` draws them) | class_clustered: each batch holds samples of at most batch_classes
+    # classes, batch_size / batch_classes of each (non-i.i.d. batches; reshuffled every epoch)
+    batching: str = "iid"
+    batch_classes: int = 2
 
 
 @dataclass
@@ -68,6 +72,10 @@ class TrackingConfig:
     percentiles: list[float] = field(default_factory=lambda: [15.0, 50.0, 85.0])
     histograms: bool = False  # full histograms of the tracked inputs to W&B as well
     histogram_bins: int = 64
+    # BN's inference statistics at every evaluation (bnrepro/training/bn_inference.py; the run trains alone):
+    precise_bn_batches: int = 0  # > 0: the test set with precise statistics over this many fixed training batches
+    batch_stats_eval: bool = False  # the test set in batches normalised by their own statistics
+    gap_samples: int = 0  # > 0: a fixed training subset in inference vs training mode, the train/eval gap
 
 
 @dataclass
@@ -141,7 +149,7 @@ def validate(cfg: Any) -> DictConfig:
     from bnrepro.data.base import Dataset
     from bnrepro.models.base import Model
     from bnrepro.probes.base import Probe
-    from bnrepro.training.batches import SHUFFLES
+    from bnrepro.training.batches import BATCHINGS, SHUFFLES
     from bnrepro.training.optim import SCHEDULES
 
     if unknown := _unknown_keys(cfg, OmegaConf.structured(Config)):
@@ -181,6 +189,13 @@ def validate(cfg: Any) -> DictConfig:
     check_choice(t.shuffle, "train.shuffle", SHUFFLES)
     check(0 < t.shard_size <= data_cls.train_size, "train.shard_size", t.shard_size,
           f"an integer from 1 to the {data_cls.name} training set's {data_cls.train_size}")
+    check_choice(t.batching, "train.batching", BATCHINGS)
+    if t.batching == "class_clustered":
+        check(t.shuffle == "epoch", "train.shuffle", t.shuffle, "epoch with train.batching=class_clustered (which "
+              "reshuffles every epoch itself)")
+        check(0 < t.batch_classes <= data_cls.num_classes and t.batch_size % t.batch_classes == 0,
+              "train.batch_classes", t.batch_classes, f"a divisor of train.batch_size ({t.batch_size}) from 1 to "
+              f"{data_cls.name}'s {data_cls.num_classes} classes")
     if data.get("augment", False):
         shape = data_cls.input_shape
         check(len(shape) == 3 and data.shift < min(shape[1:]), "data.shift", data.shift,
@@ -200,6 +215,15 @@ def validate(cfg: Any) -> DictConfig:
     check(len(tr.percentiles) > 0 and all(0 <= p <= 100 for p in tr.percentiles), "tracking.percentiles",
           list(tr.percentiles), "a non-empty list of numbers in 0..100")
     check(tr.histogram_bins > 0, "tracking.histogram_bins", tr.histogram_bins, "a positive integer")
+    check(0 <= tr.precise_bn_batches * t.batch_size <= data_cls.train_size, "tracking.precise_bn_batches",
+          tr.precise_bn_batches, f"0, or batches of train.batch_size ({t.batch_size}) that fit in {data_cls.name}'s "
+          f"{data_cls.train_size} training samples")
+    check(0 <= tr.gap_samples <= data_cls.train_size and (tr.gap_samples == 0 or tr.gap_samples >= t.batch_size),
+          "tracking.gap_samples", tr.gap_samples, f"0, or from train.batch_size ({t.batch_size}) to "
+          f"{data_cls.name}'s {data_cls.train_size} training samples")
+    if tr.precise_bn_batches or tr.batch_stats_eval or tr.gap_samples:
+        check(settings.bn != "none" if hasattr(settings, "bn") else True, "model.bn", getattr(settings, "bn", None),
+              "before or after with tracking.precise_bn_batches, batch_stats_eval or gap_samples (BN's statistics)")
     check_choice(cfg.wandb.mode, "wandb.mode", WANDB_MODES)
     body = {k: v for k, v in cfg.items() if k not in ("hydra", "model", "data", "probes")}
     return OmegaConf.merge(OmegaConf.create(body), {"model": model, "data": data, "probes": probes})

@@ -132,10 +132,10 @@ class MLP(Model):
 
     @classmethod
     def stackable(cls, cfg: Any) -> bool:
-        # torch's BN layer and ghost batches have no stacked form; dropout's masks come from torch's global RNG in a
-        # model's own order, which K models drawing at once cannot reproduce
+        # torch's BN layer, ghost batches and Batch Renormalization have no stacked form; dropout's masks come from
+        # torch's global RNG in a model's own order, which K models drawing at once cannot reproduce
         return ((cfg.bn == "none" or cfg.bn_impl == "bnrepro") and not cfg.dropout
-                and getattr(cfg, "bn_ghost", None) is None)
+                and getattr(cfg, "bn_ghost", None) is None and getattr(cfg, "norm", "bn") == "bn")
 
     @classmethod
     def stack(cls, models: Sequence[MLP]) -> StackedMLP:

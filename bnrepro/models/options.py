@@ -26,7 +26,9 @@ ACTIVATIONS_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
 BN_MODES = ("none", "before", "after")
 BN_IMPLS = ("bnrepro", "torch")
 INITS = ("gaussian", "torch")
+NORMS = ("bn", "brn")
 GHOST_LAYERS = {bnn.BatchNorm1d: bnn.GhostBatchNorm1d, bnn.BatchNorm2d: bnn.GhostBatchNorm2d}
+RENORM_LAYERS = {bnn.BatchNorm1d: bnn.BatchRenorm1d, bnn.BatchNorm2d: bnn.BatchRenorm2d}
 
 
 @dataclass
@@ -43,6 +45,15 @@ class NetworkOptions:
     # ghost batch size (Hoffer et al. 2017): in training, BN's statistics per sub-batch of this many samples (our
     # layer only); None: the whole batch
     bn_ghost: int | None = None
+    # what the BN layers compute: bn (Ioffe & Szegedy 2015) | brn (Batch Renormalization, Ioffe 2017; our layer only)
+    norm: str = "bn"
+    # brn: r and d clipped to r_max and d_max, which are 1 and 0 for the first warmup_steps training steps, then
+    # grow linearly to reach their values at r_max_steps and d_max_steps (the paper's schedule and values)
+    brn_r_max: float = 3.0
+    brn_d_max: float = 5.0
+    brn_warmup_steps: int = 5000
+    brn_r_max_steps: int = 40_000
+    brn_d_max_steps: int = 25_000
 
     def check(self) -> None:
         check_choice(self.activation, "activation", tuple(ACTIVATIONS))
@@ -56,6 +67,15 @@ class NetworkOptions:
         check(self.bn_ghost is None or (self.bn_ghost >= 2 and self.bn != "none" and self.bn_impl == "bnrepro"),
               "bn_ghost", self.bn_ghost, "null, or a sub-batch size >= 2 with bn before or after and "
               "bn_impl=bnrepro (ghost batches are our layer's)")
+        check_choice(self.norm, "norm", NORMS)
+        check(self.norm == "bn" or (self.bn != "none" and self.bn_impl == "bnrepro" and self.bn_ghost is None),
+              "norm", self.norm, "bn, or brn with bn before or after, bn_impl=bnrepro and no bn_ghost")
+        check(self.brn_r_max >= 1, "brn_r_max", self.brn_r_max, "r_max >= 1")
+        check(self.brn_d_max >= 0, "brn_d_max", self.brn_d_max, "d_max >= 0")
+        check(self.brn_warmup_steps >= 0, "brn_warmup_steps", self.brn_warmup_steps, "a step count >= 0")
+        for key in ("brn_r_max_steps", "brn_d_max_steps"):
+            check(getattr(self, key) >= self.brn_warmup_steps, key, getattr(self, key),
+                  f"a step count >= brn_warmup_steps ({self.brn_warmup_steps})")
 
     def check_batch_size(self, batch_size: int) -> None:
         """The training batch must split into whole ghost batches."""
@@ -68,9 +88,14 @@ class NetworkOptions:
 
 def norm_layer(layer: type[nn.Module] | None, width: int, options: NetworkOptions) -> nn.Module | None:
     """A BN layer (`layer`: BatchNorm1d/2d, ours or torch's) over `width` features with the options' eps and
-    momentum, in its ghost-batch form when options.bn_ghost is set; None where the network has no BN."""
+    momentum, in its ghost-batch form when options.bn_ghost is set, as Batch Renormalization with norm=brn; None
+    where the network has no BN."""
     if layer is None:
         return None
+    if options.norm == "brn":
+        return RENORM_LAYERS[layer](width, eps=options.bn_eps, momentum=options.bn_momentum, r_max=options.brn_r_max,
+                                    d_max=options.brn_d_max, warmup_steps=options.brn_warmup_steps,
+                                    r_max_steps=options.brn_r_max_steps, d_max_steps=options.brn_d_max_steps)
     if options.bn_ghost is not None:
         return GHOST_LAYERS[layer](width, options.bn_ghost, eps=options.bn_eps, momentum=options.bn_momentum)
     return layer(width, eps=options.bn_eps, momentum=options.bn_momentum)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bnrepro import nn as bnn
 from bnrepro.config import COMPUTE_NEUTRAL
-from bnrepro.data.base import Dataset
+from bnrepro.data.base import Dataset, Splits
 from bnrepro.errors import FolderRefused
 from bnrepro.interrupt import StopRequest
 from bnrepro.models.base import Model
@@ -28,6 +28,7 @@ from bnrepro.probes.base import Probe
 from bnrepro.run.checkpoint import CHECKPOINT_FILE, FINISHED
 from bnrepro.run.lock import FolderLock
 from bnrepro.run.record import RunRecord
+from bnrepro.training.bn_inference import InferenceStatistics
 from bnrepro.training.evaluation import Evaluator
 from bnrepro.training.loop import LoopState, Member, train_loop
 from bnrepro.training.optim import build_optimizer, lr_schedule
@@ -140,7 +141,10 @@ def group_key(job: Job) -> str | None:
     model_cls = part_class(job.cfg.model._target_, "model")
     settings = OmegaConf.to_object(job.cfg.model)
     probes = [part_class(p._target_, "probes") for p in job.cfg.probes.values()]
-    if not model_cls.stackable(settings) or not all(p.stackable for p in probes) or job.cfg.data.get("augment"):
+    tracking = job.cfg.tracking
+    measures_bn = tracking.precise_bn_batches or tracking.batch_stats_eval or tracking.gap_samples  # a model alone's
+    if (not model_cls.stackable(settings) or not all(p.stackable for p in probes) or job.cfg.data.get("augment")
+            or measures_bn):
         return None
     values = OmegaConf.to_container(job.cfg, resolve=True)
     for key in (*PER_MODEL, *COMPUTE_NEUTRAL, *(f"model.{k}" for k in model_cls.stack_keys)):
@@ -155,6 +159,16 @@ def group_key(job: Job) -> str | None:
 def build_model(cfg: DictConfig, data_cls: type[Dataset]) -> Model:
     """The config's model for the data set's samples, initialised from torch's global RNG."""
     return build_part(cfg.model, "model", input_shape=data_cls.input_shape, num_classes=data_cls.num_classes)
+
+
+def inference_statistics(model: Model, data: Splits, cfg: DictConfig) -> InferenceStatistics | None:
+    """What `tracking` asks of BN's inference statistics (bn_inference.py), or None."""
+    t = cfg.tracking
+    if not (t.precise_bn_batches or t.batch_stats_eval or t.gap_samples):
+        return None
+    return InferenceStatistics(model, data.train_x, data.train_y, data.test_x, data.test_y,
+                               batch_size=cfg.train.batch_size, seed=cfg.seed, precise_batches=t.precise_bn_batches,
+                               batch_stats_eval=t.batch_stats_eval, gap_samples=t.gap_samples)
 
 
 def build_probes(cfg: DictConfig) -> list[Probe]:
@@ -190,7 +204,8 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
             records.append(job.record(bn_path=path, model_name=part_class(job.cfg.model._target_, "model").__name__,
                                       data_name=data_cls.name, **extra))
         states = [record.resume(model, optimizer) for record, model, optimizer in zip(records, models, optimizers)]
-        evaluator = Evaluator(models[0], data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles))
+        evaluator = Evaluator(models[0], data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles),
+                              inference_statistics(models[0], data, cfg))
         probes = build_probes(cfg)
         probe_columns = [c for p in probes for c in p.columns(models[0])]
         with nullcontext(stop) if stop else StopRequest() as stop:  # a caller's stays installed
@@ -215,7 +230,8 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
                         eval_every=cfg.train.eval_every, max_loss=cfg.train.max_loss, probes=probes,
                         probe_columns=probe_columns, progress=cfg.train.progress and first.progress,
                         checkpoint_every=cfg.train.checkpoint_every, stop=stop, shuffle=cfg.train.shuffle,
-                        shard_size=cfg.train.shard_size, lr_scale=lr_schedule(cfg.optim),
+                        shard_size=cfg.train.shard_size, batching=cfg.train.batching,
+                        batch_classes=cfg.train.batch_classes, lr_scale=lr_schedule(cfg.optim),
                         augment=dataset.augment if cfg.data.get("augment") else None)):
                     results[i] = result
         return [record.finished(result, stop.signum) for record, result in zip(records, results)]

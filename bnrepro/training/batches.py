@@ -8,6 +8,9 @@
   but never their contents (a sharded input pipeline without within-shard shuffling; with shard_size a multiple of
   the batch size, every epoch has the same batches, in another order).
 
+Separately, `train.batching=class_clustered` makes batches non-i.i.d. (ClassClusteredOrder): each batch holds
+samples of at most `train.batch_classes` classes, where BN's batch statistics stop standing for the population's.
+
 Every order draws from a CPU generator seeded by the run's seed alone, so a model's batches are the same whether it
 trains alone, in a stack or on another device; `state()` and `load()` carry it through a checkpoint.
 """
@@ -80,12 +83,44 @@ class ShardOrder(EpochOrder):
         self.samples = None if state["samples"] is None else state["samples"].to(self.device)
 
 
+class ClassClusteredOrder(EpochOrder):
+    """Non-i.i.d. batches: each holds batch_size / classes samples of each of at most `classes` classes.
+
+    Every epoch, each class's samples in a new order are cut into shards of batch_size / classes samples (a class's
+    last, partial shard sits that epoch out), the shards of all classes are shuffled together, and each run of
+    `classes` consecutive shards is one batch. So which classes meet in a batch is random, and an epoch sees all
+    but a few samples of each class once."""
+
+    def __init__(self, labels: Tensor, batch_size: int, seed: int, device: torch.device, classes: int) -> None:
+        super().__init__(len(labels), batch_size, seed, device)
+        self.shard = batch_size // classes
+        labels = labels.cpu()
+        self.members = [torch.nonzero(labels == c).flatten() for c in labels.unique().tolist()]  # per class
+        self.steps_per_epoch = sum(len(m) // self.shard for m in self.members) // classes
+
+    def next_epoch(self) -> Tensor:
+        shards: list[Tensor] = []
+        for members in self.members:
+            shuffled = members[torch.randperm(len(members), generator=self.generator)]
+            shards.extend(shuffled[:len(shuffled) // self.shard * self.shard].split(self.shard))
+        order = torch.randperm(len(shards), generator=self.generator).tolist()
+        return torch.cat([shards[i] for i in order]).to(self.device)
+
+
 SHUFFLES = ("epoch", "fixed", "shards")
+BATCHINGS = ("iid", "class_clustered")
 
 
-def batch_order(shuffle: str, n: int, batch_size: int, seed: int, device: torch.device,
-                shard_size: int = 0) -> EpochOrder:
-    """The batch order `train.shuffle` names over n samples; shard_size is read only by `shards`."""
+def batch_order(shuffle: str, n: int, batch_size: int, seed: int, device: torch.device, shard_size: int = 0,
+                batching: str = "iid", labels: Tensor | None = None, batch_classes: int = 1) -> EpochOrder:
+    """The batch order `train.shuffle` and `train.batching` name over n samples; shard_size is read only by
+    `shards`, labels and batch_classes only by class_clustered batching (which shuffles every epoch)."""
+    if batching == "class_clustered":
+        if labels is None:
+            raise ValueError("class_clustered batching needs the training labels")
+        return ClassClusteredOrder(labels, batch_size, seed, device, batch_classes)
+    if batching != "iid":
+        raise ValueError(f"unknown batching {batching!r}: one of {', '.join(BATCHINGS)}")
     if shuffle == "epoch":
         return EpochOrder(n, batch_size, seed, device)
     if shuffle == "fixed":

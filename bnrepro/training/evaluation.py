@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bnrepro.models.base import Model, Stacked
+
+if TYPE_CHECKING:
+    from bnrepro.training.bn_inference import InferenceStatistics
 
 
 @dataclass
@@ -30,8 +34,11 @@ class Evaluation:
 
 
 class Evaluator:
-    def __init__(self, model: Model, test_x: Tensor, test_y: Tensor, unit: int, percentiles: list[float]) -> None:
-        """model: the run's model (one of a stack's), which decides the test set's form and the chunk size."""
+    def __init__(self, model: Model, test_x: Tensor, test_y: Tensor, unit: int, percentiles: list[float],
+                 inference: InferenceStatistics | None = None) -> None:
+        """model: the run's model (one of a stack's), which decides the test set's form and the chunk size.
+        inference: BN's inference statistics measured as well (bn_inference.py; a model alone only)."""
+        self.inference = inference
         self.x = model.prepare_inputs(test_x, evaluation=True)  # once: the same test set at every evaluation
         self.y, self.unit, self.chunk = test_y, unit, model.eval_chunk  # y: (N,)
         self.tap_names = list(model.tap_names)
@@ -45,6 +52,11 @@ class Evaluator:
         was_training = model.training
         model.eval()  # Algorithm 2: BN uses its running statistics, never the test batch's
         logits, taps = self._forward(model)  # (N, C) or (K, N, C); taps (M,) or (K, M) each
+        extra = {}
+        if self.inference is not None:
+            if logits.dim() != 2:
+                raise ValueError("BN's inference statistics are measured on a model alone, not in a stack")
+            extra = self.inference(model, lambda: accuracy_and_loss(self._forward(model)[0], self.y).tolist())
         model.train(was_training)
         if logits.dim() == 2:  # one model: a stack of one
             logits, taps = logits[None], [t[None] for t in taps]
@@ -54,7 +66,7 @@ class Evaluator:
         for k, (test_acc, test_loss) in enumerate(scores):
             pct = {f"act/{name}/p{p:g}": v for name, q in zip(self.tap_names, quantiles, strict=True)
                    for p, v in zip(self.percentiles, q[k], strict=True)}
-            results.append(Evaluation({"test_acc": test_acc, "test_loss": test_loss}, pct,
+            results.append(Evaluation({"test_acc": test_acc, "test_loss": test_loss, **extra}, pct,
                                       {name: t[k] for name, t in zip(self.tap_names, taps, strict=True)}))
         return results
 

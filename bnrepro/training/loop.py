@@ -108,22 +108,23 @@ def _row(step: int, evaluation: Evaluation, train_loss: float, grad_norms: dict[
 def train_loop(trainer: Trainer, members: Sequence[Member], *, steps: int, batch_size: int, eval_every: int,
                max_loss: float, probes: Sequence[Probe] = (), probe_columns: Sequence[str] = (),
                progress: bool = True, checkpoint_every: int = 0, stop: StopRequest | None = None,
-               shuffle: str = "epoch", shard_size: int = 0, lr_scale: LrScale | None = None,
-               augment: Augment | None = None) -> list[LoopResult]:
+               shuffle: str = "epoch", shard_size: int = 0, batching: str = "iid", batch_classes: int = 1,
+               lr_scale: LrScale | None = None, augment: Augment | None = None) -> list[LoopResult]:
     """Train the K models from their states (all fresh, or all resumed at one step) up to `steps`.
 
     probe_columns: every column the probes fill, so the step-0 row (whose keys are metrics.csv's columns)
-    names them. shuffle, shard_size: the batch order (batches.py). lr_scale: the learning-rate schedule
-    (optim.lr_schedule), None for a constant rate; with one, every evaluation row has the column `lr`, the rate of
-    the update that made its step (the step-0 row: the first update's). augment: the data set's hook, applied to
-    every training batch with a generator of the model's own (a single model only)."""
+    names them. shuffle, shard_size, batching, batch_classes: the batch order (batches.py). lr_scale: the
+    learning-rate schedule (optim.lr_schedule), None for a constant rate; with one, every evaluation row has the
+    column `lr`, the rate of the update that made its step (the step-0 row: the first update's). augment: the data
+    set's hook, applied to every training batch with a generator of the model's own (a single model only)."""
     k_models = len(members)
     states = [m.state for m in members]
     start_step = states[0].step
     device = trainer.train_x.device
     orders = []
     for m in members:
-        order = batch_order(shuffle, trainer.train_x.shape[0], batch_size, m.seed, device, shard_size)
+        order = batch_order(shuffle, trainer.train_x.shape[0], batch_size, m.seed, device, shard_size, batching,
+                            trainer.train_y, batch_classes)
         if m.state.order is not None:
             order.load(m.state.order)
         orders.append(order)
