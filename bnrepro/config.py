@@ -39,6 +39,10 @@ class OptimConfig:
     gamma: float = 0.96  # the decay factor of exponential and step
     every: int = 8000  # exponential: updates between two decays
     milestones: list[int] = field(default_factory=list)  # step: the update counts after which the rate drops
+    # the rate at another batch size: lr * scale(train.batch_size / base_batch_size), scale = 1 (constant), the ratio
+    # (linear; Goyal et al. 2017) or its square root (sqrt; Hoffer et al. 2017). See training.optim.effective_lr
+    lr_scaling: str = "constant"
+    base_batch_size: int = 60
 
 
 @dataclass
@@ -46,6 +50,10 @@ class TrainConfig:
     steps: int = 50_000
     batch_size: int = 60
     eval_every: int = 500
+    # in epochs (N // batch_size steps each, N the training set's size), which then decide steps and eval_every:
+    # a study across batch sizes gives every run the same number of passes over the data
+    epochs: float | None = None
+    eval_every_epochs: float | None = None
     max_loss: float = 1e3  # a training loss above this (or NaN/inf) ends the run as diverged
     # torch threads. Matrix products split over threads round differently, so 1 gives the same bits
     # whatever the launcher or core count; None: the launcher's share of the cores, else torch's default
@@ -150,7 +158,7 @@ def validate(cfg: Any) -> DictConfig:
     from bnrepro.models.base import Model
     from bnrepro.probes.base import Probe
     from bnrepro.training.batches import BATCHINGS, SHUFFLES
-    from bnrepro.training.optim import SCHEDULES
+    from bnrepro.training.optim import LR_SCALINGS, SCHEDULES
 
     if unknown := _unknown_keys(cfg, OmegaConf.structured(Config)):
         raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]), "only the keys of the schema in "
@@ -173,6 +181,18 @@ def validate(cfg: Any) -> DictConfig:
           (milestones or o.schedule != "step"), "optim.milestones", milestones,
           "strictly increasing positive update counts" + (", at least one for optim.schedule=step"
                                                           if o.schedule == "step" else ""))
+    check_choice(o.lr_scaling, "optim.lr_scaling", LR_SCALINGS)
+    check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "a positive integer")
+    for key in ("epochs", "eval_every_epochs"):
+        value = t[key]
+        check(value is None or (value > 0 and math.isfinite(value)), f"train.{key}", value,
+              "null or a positive number of epochs")
+    if 0 < t.batch_size <= data_cls.train_size:  # else the batch size check below says what is wrong
+        steps_per_epoch = data_cls.train_size // t.batch_size
+        if t.epochs is not None:
+            t.steps = max(1, round(t.epochs * steps_per_epoch))
+        if t.eval_every_epochs is not None:
+            t.eval_every = max(1, round(t.eval_every_epochs * steps_per_epoch))
     check(t.steps > 0, "train.steps", t.steps, "a positive integer")
     check(t.eval_every > 0, "train.eval_every", t.eval_every, "a positive integer")
     settings = OmegaConf.to_object(model)
@@ -221,9 +241,6 @@ def validate(cfg: Any) -> DictConfig:
     check(0 <= tr.gap_samples <= data_cls.train_size and (tr.gap_samples == 0 or tr.gap_samples >= t.batch_size),
           "tracking.gap_samples", tr.gap_samples, f"0, or from train.batch_size ({t.batch_size}) to "
           f"{data_cls.name}'s {data_cls.train_size} training samples")
-    if tr.precise_bn_batches or tr.batch_stats_eval or tr.gap_samples:
-        check(settings.bn != "none" if hasattr(settings, "bn") else True, "model.bn", getattr(settings, "bn", None),
-              "before or after with tracking.precise_bn_batches, batch_stats_eval or gap_samples (BN's statistics)")
     check_choice(cfg.wandb.mode, "wandb.mode", WANDB_MODES)
     body = {k: v for k, v in cfg.items() if k not in ("hydra", "model", "data", "probes")}
     return OmegaConf.merge(OmegaConf.create(body), {"model": model, "data": data, "probes": probes})

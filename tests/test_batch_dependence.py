@@ -79,7 +79,10 @@ def batch_order_at(labels: torch.Tensor, t: int) -> torch.Tensor:
     ("model.bn=before model.brn_warmup_steps=50000", "model.brn_r_max_steps", ">= brn_warmup_steps (50000)"),
     ("model.bn=before tracking.precise_bn_batches=1001", "tracking.precise_bn_batches", "60000 training samples"),
     ("model.bn=before tracking.gap_samples=10", "tracking.gap_samples", "from train.batch_size (60)"),
-    ("tracking.batch_stats_eval=true", "model.bn", "BN's statistics"),
+    ("train.epochs=0", "train.epochs", "a positive number of epochs"),
+    ("train.eval_every_epochs=-1", "train.eval_every_epochs", "a positive number of epochs"),
+    ("optim.lr_scaling=cubic", "optim.lr_scaling", "sqrt"),
+    ("optim.base_batch_size=0", "optim.base_batch_size", "a positive integer"),
 ])
 def test_bad_values_are_refused_naming_key_value_and_what_is_allowed(overrides: str, key: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -96,6 +99,24 @@ def test_brn_and_bn_measurements_train_alone_class_clustered_batches_stack(tmp_p
     net = MLP(bn="before", norm="brn", brn_r_max=2.0)
     assert {type(m) for m in net.modules() if isinstance(m, bnn.BatchNorm1d)} == {bnn.BatchRenorm1d}
     assert all(m.r_max == 2.0 and m.warmup_steps == 5000 for m in net.modules() if isinstance(m, bnn.BatchRenorm1d))
+
+
+def test_epochs_decide_steps_and_evaluations_and_the_rate_scales_with_the_batch() -> None:
+    from bnrepro.training.optim import effective_lr
+
+    for batch, steps, every in ((2, 45_000, 7500), (60, 1500, 250), (1024, 87, 14)):  # 60000 // batch steps an epoch
+        cfg = validated("train.epochs=1.5", "train.eval_every_epochs=0.25", f"train.batch_size={batch}")
+        assert (cfg.train.steps, cfg.train.eval_every) == (steps, every)
+        assert validated(*(f"train.{k}={v}" for k, v in cfg.train.items() if k in ("steps", "eval_every")),
+                         f"train.batch_size={batch}").train.steps == steps  # idempotent: what a run folder records
+        for scaling, factor in (("constant", 1.0), ("linear", batch / 60), ("sqrt", math.sqrt(batch / 60))):
+            optim = validated(f"optim.lr_scaling={scaling}", "optim.lr=0.3").optim
+            assert effective_lr(optim, batch) == pytest.approx(0.3 * factor)
+    assert effective_lr(validated("optim.lr_scaling=sqrt", "optim.lr=0.3").optim, 60) == 0.3  # exactly, at the base
+    # the batch-size study: every batch size gets the same 3 epochs, the rate sqrt-scaled from the paper's batch
+    study = validated("experiment=batch_size", "recipe=batch_renorm", "train.batch_size=4")
+    assert study.train.steps == 45_000 and study.variant == "BRN" and study.model.norm == "brn"
+    assert effective_lr(study.optim, 4) == pytest.approx(5.0 * math.sqrt(4 / 60))
 
 
 # --- BN's inference statistics ---------------------------------------------------------------------------------------

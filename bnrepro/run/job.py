@@ -31,7 +31,7 @@ from bnrepro.run.record import RunRecord
 from bnrepro.training.bn_inference import InferenceStatistics
 from bnrepro.training.evaluation import Evaluator
 from bnrepro.training.loop import LoopState, Member, train_loop
-from bnrepro.training.optim import build_optimizer, lr_schedule
+from bnrepro.training.optim import build_optimizer, effective_lr, lr_schedule
 from bnrepro.training.trainers import SingleTrainer, StackedTrainer
 
 
@@ -193,7 +193,8 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
     for job in jobs:  # each model initialised as its single run: its seed, then its constructor
         torch.manual_seed(job.cfg.seed)
         models.append(build_model(job.cfg, data_cls).to(first.device))
-        optimizers.append(build_optimizer(models[-1].parameters(), job.cfg.optim))
+        optimizers.append(build_optimizer(models[-1].parameters(), job.cfg.optim, lr=effective_lr(
+            job.cfg.optim, job.cfg.train.batch_size)))
     paths = [bn_path(model, first.device) for model in models]
     for job, path in zip(jobs, paths):
         check_bn_path(job, path)
@@ -218,7 +219,8 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
                     trainer = SingleTrainer(models[i], optimizers[i], data.train_x, data.train_y, evaluator)
                 else:
                     trainer = StackedTrainer([models[i] for i in part], [optimizers[i] for i in part],
-                                             [jobs[i].cfg.optim.lr for i in part], cfg.optim.momentum,
+                                             [effective_lr(jobs[i].cfg.optim, cfg.train.batch_size) for i in part],
+                                             cfg.optim.momentum,
                                              data.train_x, data.train_y, evaluator,
                                              weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
                 members = [Member(seed=jobs[i].cfg.seed, on_row=records[i].on_row,

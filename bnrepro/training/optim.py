@@ -3,6 +3,7 @@ schedule both follow."""
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 SCHEDULES = ("constant", "exponential", "step")
+LR_SCALINGS = ("constant", "linear", "sqrt")
 # step (1-based, the update that makes it) -> the factor on each model's optim.lr for that update
 LrScale = Callable[[int], float]
 
@@ -86,8 +88,24 @@ class SGD:
             own.update({k: v for k, v in g.items() if k != "params"})
 
 
-def build_optimizer(params: Iterable[Tensor], cfg: DictConfig) -> SGD:
-    return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+def effective_lr(cfg: DictConfig, batch_size: int) -> float:
+    """optim.lr at this batch size under optim.lr_scaling: lr times 1, the ratio batch_size / base_batch_size, or its
+    square root (exactly optim.lr at the base batch size, and under constant scaling at any)."""
+    scaling = cfg.get("lr_scaling", "constant")
+    if scaling == "constant":
+        return cfg.lr
+    ratio = batch_size / cfg.base_batch_size
+    if scaling == "linear":
+        return cfg.lr * ratio
+    if scaling == "sqrt":
+        return cfg.lr * math.sqrt(ratio)
+    raise ValueError(f"unknown lr_scaling {scaling!r}: one of {', '.join(LR_SCALINGS)}")
+
+
+def build_optimizer(params: Iterable[Tensor], cfg: DictConfig, lr: float | None = None) -> SGD:
+    """optim.* as an SGD; lr: the rate, when not optim.lr itself (effective_lr's)."""
+    return SGD(params, lr=cfg.lr if lr is None else lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+               nesterov=cfg.nesterov)
 
 
 def lr_schedule(cfg: DictConfig) -> LrScale | None:
