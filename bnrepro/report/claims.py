@@ -51,11 +51,16 @@ class Claim:
     verdict: str
     rule: str = ""  # how the verdict follows from the numbers, naming its threshold
     comparison: str = ""  # "shared lr 0.5", "tuned lr" or "" (no learning rate is involved)
+    # True: `quote` restates a later paper's finding in our words (PAPER.md quotes only Ioffe & Szegedy 2015)
+    paraphrased: bool = False
+
+    def quoted(self) -> str:
+        return f"{self.quote} (in our words)" if self.paraphrased else f'"{self.quote}"'
 
     def sentence(self) -> str:
         at = f" ({self.comparison})" if self.comparison else ""
         rule = f" Rule: {self.rule}." if self.rule else ""
-        return (f'Paper ({self.where}): "{self.quote}" Tested{at}: {self.claim}. Here: {self.found}: '
+        return (f"Paper ({self.where}): {self.quoted()} Tested{at}: {self.claim}. Here: {self.found}: "
                 f"**{self.verdict}**.{rule}")
 
 

@@ -102,7 +102,7 @@ def render(r: Report, out: Path) -> str:
     if claims:
         rules = list(dict.fromkeys(c.rule for c in claims if c.rule))
         label = {rule: f"R{i}" for i, rule in enumerate(rules, 1)}
-        glance = pd.DataFrame([(c.where, f'"{c.quote}"', c.claim, c.comparison or "–", c.found, c.verdict,
+        glance = pd.DataFrame([(c.where, c.quoted(), c.claim, c.comparison or "–", c.found, c.verdict,
                                 label.get(c.rule, "–")) for c in claims],
                               columns=["paper", "the paper says (PAPER.md)", "tested here", "comparison",
                                        "this run set", "verdict", "rule"])
