@@ -226,10 +226,49 @@ def sec42_ablation(reports: Path) -> str:
                       pct(r["best mean (%)"]), r["best - BN-x5 (points)"], r["best vs BN-x5"]] for r in rows])
 
 
+def _claims(n: dict[str, Any], where: tuple[str, ...]) -> str:
+    return md_table(["claim tested", "this run set", "verdict"],
+                    [[c["claim"], c["found"], f"**{c['verdict']}**"] for c in n["claims"]
+                     if c["where"].startswith(where)])
+
+
+def batch_size(reports: Path) -> str:
+    n = load(reports, "batch_size")
+    rows = _titled(n, "BN's dependence on the batch size")
+    table = md_table(["configuration", "batch size", "final test accuracy (mean)", CI[:-4], "diverged",
+                      "precise statistics", "test batch's own statistics", "train/eval gap (points)"],
+                     [[r["configuration"], r["batch size"], pct(r["final mean (%)"]), pct_range(r[f"final {CI}"]),
+                       f"{r['diverged']} of {r['n']}", pct(r["precise stats (%)"]), pct(r["batch stats (%)"]),
+                       r["train/eval gap (points)"]] for r in rows])
+    return f"{table}\n\n{_claims(n, ('Ioffe 2017', 'Hoffer'))}"
+
+
+def bn_inference(reports: Path) -> str:
+    n = load(reports, "bn_inference")
+    rows = _titled(n, "Which statistics at inference")
+    table = md_table(["batch size", "momentum", "EMA (running statistics)", "precise statistics",
+                      "test batch's own", "precise - EMA, points (95% Welch)", "train/eval gap (points)"],
+                     [[r["batch size"], r["momentum"], pct(r["EMA (%)"]), pct(r["precise (%)"]),
+                       pct(r["batch stats (%)"]), r["precise - EMA (points)"], r["train/eval gap (points)"]]
+                      for r in rows])
+    return f"{table}\n\n{_claims(n, ('Wu & Johnson',))}"
+
+
+def non_iid(reports: Path) -> str:
+    n = load(reports, "non_iid")
+    rows = _titled(n, "Non-i.i.d. batches")
+    table = md_table(["configuration", "batches", "final test accuracy (mean)", CI[:-4], "precise statistics",
+                      "test batch's own statistics"],
+                     [[r["configuration"], r["batching"], pct(r["final mean (%)"]), pct_range(r[f"final {CI}"]),
+                       pct(r["precise stats (%)"]), pct(r["batch stats (%)"])] for r in rows])
+    return f"{table}\n\n{_claims(n, ('Ioffe 2017',))}"
+
+
 WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig1, "lr_sweep": lr_sweep,
                                              "bn_placement": bn_placement, "verdicts": verdicts, "noise": noise,
                                              "sec42_tuning": sec42_tuning, "sec42": sec42,
-                                             "sec42_ablation": sec42_ablation}
+                                             "sec42_ablation": sec42_ablation, "batch_size": batch_size,
+                                             "bn_inference": bn_inference, "non_iid": non_iid}
 
 
 def regenerate(readme: str, reports: Path) -> str:

@@ -6,10 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bnrepro.nn import BatchNorm1d, BatchNorm2d, BatchRenorm1d, BatchRenorm2d
+from bnrepro.nn import BatchNorm1d, BatchNorm2d, BatchRenorm1d, BatchRenorm2d, cpu_kernel
 
 SHAPES = {"1d": (BatchRenorm1d, BatchNorm1d, (32, 6)), "1d_len": (BatchRenorm1d, BatchNorm1d, (16, 6, 5)),
           "2d": (BatchRenorm2d, BatchNorm2d, (8, 6, 4, 4))}
+
+
+@pytest.fixture(autouse=True, params=["cpu_kernel", "torch_ops"])
+def bn_path(request, monkeypatch):
+    """Both paths: r and d (and BN itself) from the C++ kernel on CPU, and from torch ops (CUDA's path)."""
+    monkeypatch.setattr(cpu_kernel, "enabled", request.param == "cpu_kernel")
 
 
 def _dims(x: torch.Tensor) -> tuple[int, ...]:

@@ -168,14 +168,14 @@ def batch_size_accuracy(ctx: Context) -> Section | None:
     largest_ghost = ghost_sizes[-1] if ghost_sizes else None
     found = [
         _claim(IOFFE, "small", f"BN ends lower at batch {smallest} than at the paper's batch of 60",
-               finals(BN, reference), finals(BN, smallest), ("BN at 60", f"BN at {smallest}")),
+               finals(BN, reference), finals(BN, smallest), ("BN at 60", _at(BN, smallest))),
         _claim(IOFFE, "brn", "BRN ends above BN at the smallest batch both ran"
                + (f" ({small_both})" if small_both else ""),
-               finals(BRN, small_both), finals(BN, small_both), (f"BRN at {small_both}", f"BN at {small_both}")),
+               finals(BRN, small_both), finals(BN, small_both), (_at(BRN, small_both), _at(BN, small_both))),
         _claim(HOFFER, "ghost", "ghost BN ends above BN at the largest batch both ran"
                + (f" ({largest_ghost})" if largest_ghost else ""),
                finals(GHOST, largest_ghost), finals(BN, largest_ghost),
-               (f"ghost BN at {largest_ghost}", f"BN at {largest_ghost}")),
+               (_at(GHOST, largest_ghost), _at(BN, largest_ghost))),
     ]
     caption = ("Each configuration trained for the same number of epochs at every batch size, the learning rate "
                "scaled from batch 60 by optim.lr_scaling (the runs' setting). Final: test accuracy at the last "
@@ -257,6 +257,10 @@ def non_iid_batches(ctx: Context) -> Section | None:
                f"Final: test accuracy with the running statistics at the last evaluation, mean and {CI} over seeds. "
                "Precise and batch stats, train/eval gap: as in the batch-size table.")
     return Section(title, caption, found, table=pd.DataFrame(rows))
+
+
+def _at(name: str, batch_size: int | None) -> str:
+    return name if batch_size is None else f"{name} at {batch_size}"
 
 
 def _shown(value: object) -> str:
