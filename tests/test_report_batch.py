@@ -65,7 +65,8 @@ def test_every_section_is_in_the_report_with_its_figure(report: tuple[Path, Path
     md = (report[2] / "report.md").read_text()
     for heading in ("BN's dependence on the batch size", "Which statistics at inference", "Non-i.i.d. batches"):
         assert f"### {heading}" in md
-    assert (report[2] / "batch_size_accuracy.png").stat().st_size > 0
+    for stem in ("batch_size_accuracy", "bn_inference_curves"):
+        assert (report[2] / f"{stem}.png").stat().st_size > 0 and (report[2] / f"{stem}.pdf").exists()
     assert "(in our words)" in md
 
 

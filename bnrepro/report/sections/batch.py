@@ -24,14 +24,14 @@ from bnrepro.report.markdown import Section, cell, interval_cell
 from bnrepro.report.names import accuracy_title
 from bnrepro.report.sections import Context, section
 from bnrepro.report.slices import fmt_value
-from bnrepro.report.stats import difference, mean_interval
+from bnrepro.report.stats import curve, difference, mean_interval
 from bnrepro.report.thresholds import CONFIDENCE
 
 VARIANT, BATCH, MOMENTUM, BATCHING = "variant", "train.batch_size", "model.bn_momentum", "train.batching"
 NO_BN, BN, BRN, GHOST = "no BN", "BN", "BRN", "ghost BN (16)"
 CONFIGURATIONS = (NO_BN, BN, BRN, GHOST)
 PRECISE, BATCH_STATS, GAP = "test_acc_precise", "test_acc_batch", "train_eval_gap"
-SIZE_STEM = "batch_size_accuracy"
+SIZE_STEM, INFERENCE_STEM = "batch_size_accuracy", "bn_inference_curves"
 USUAL = {MOMENTUM: "0.1", BATCHING: "iid", BATCH: "60"}
 DERIVED = ("train.steps", "train.eval_every")  # set by train.epochs and eval_every_epochs for each batch size
 CI = f"{CONFIDENCE:.0%} CI"
@@ -187,7 +187,34 @@ def batch_size_accuracy(ctx: Context) -> Section | None:
     return Section(title, caption, found, files=ctx.save(fig, SIZE_STEM), table=pd.DataFrame(rows))
 
 
-@section(order=82)
+def _inference_figure(ctx: Context, by: dict[tuple, pd.DataFrame], sizes: list[str], momenta: list[str],
+                      title: str) -> Figure:
+    """Per batch size: test accuracy over training with the running statistics at each momentum (solid), and with
+    precise and with the test batch's own statistics (dashed, dotted; the networks are the same at every momentum,
+    so the momentum 0.1 runs' stand for all). Mean over seeds."""
+    fig = Figure(figsize=(4.5 * len(sizes), 4.0))
+    fig.suptitle(title)
+    axes = fig.subplots(1, len(sizes), squeeze=False)[0]
+    for ax, size in zip(axes, sizes):
+        for i, momentum in enumerate(momenta):
+            stats = curve(ctx.metrics, by.get((size, momentum), ctx.runs.iloc[:0]), "test_acc")
+            if not stats.empty:
+                ax.plot(stats.index, stats["mean"], color=f"C{i}", label=f"EMA, momentum {momentum}")
+        reference = by.get((size, "0.1"), by.get((size, momenta[0]), ctx.runs.iloc[:0]))
+        for column, style, label in ((PRECISE, "--", "precise statistics"), (BATCH_STATS, ":", "test batch's own")):
+            stats = curve(ctx.metrics, reference, column)
+            if not stats.empty:
+                ax.plot(stats.index, stats["mean"], style, color="black", label=label)
+        ax.set_title(f"batch {size}")
+        ax.set_xlabel("training step")
+        ax.set_ylim(0.4, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[-1].legend(fontsize="small", loc="lower right")
+    return fig
+
+
+@section(order=82, stems=(INFERENCE_STEM,))
 def bn_inference_statistics(ctx: Context) -> Section | None:
     named = _study(ctx, {MOMENTUM: "0.1", BATCH: "60"})
     if named.empty or PRECISE not in ctx.metrics or MOMENTUM not in named or named[MOMENTUM].map(
@@ -222,13 +249,16 @@ def bn_inference_statistics(ctx: Context) -> Section | None:
                _final(ctx.metrics, by.get((small, default), named.iloc[:0]), GAP),
                (f"batch {large}", f"batch {small}"), "final train/eval gap"),
     ]
+    fig = _inference_figure(ctx, by, sizes, momenta, f"{accuracy_title(named)}: BN's statistics at inference")
     caption = ("BN's runs at each batch size and momentum of the running statistics (null: Algorithm 2's cumulative "
                "average). At the last evaluation: test accuracy with the running statistics (EMA), with precise "
                "statistics (the mean batch statistics of the final network over fixed training batches, "
                "tracking.precise_bn_batches) and with each test batch's own; means over seeds. precise - EMA: the "
                f"difference of the seed means with its {CI} (Welch). Train/eval gap: training-mode minus "
                "inference-mode accuracy on a fixed training subset (tracking.gap_samples), mean over seeds.")
-    return Section(title, caption, found, table=pd.DataFrame(rows))
+    caption += (" Figure: test accuracy over training, mean over seeds, with the running statistics at each momentum "
+                "(solid) and with precise and batch statistics (dashed, dotted; the same networks at every momentum).")
+    return Section(title, caption, found, files=ctx.save(fig, INFERENCE_STEM), table=pd.DataFrame(rows))
 
 
 @section(order=84)
