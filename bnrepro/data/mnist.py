@@ -247,6 +247,9 @@ class MNISTConfig(AugmentOptions):
         super().check()
 
 
+_last_load: list = [None, None]  # (root, device, binarize, threshold), MNISTTensors
+
+
 class MNIST(Dataset):
     """MNIST from the verified cache: `load_mnist`'s tensors, images viewed as (N, 1, 28, 28)."""
 
@@ -260,6 +263,13 @@ class MNIST(Dataset):
     cfg: MNISTConfig
 
     def load(self, device: torch.device | str = "cpu") -> Splits:
-        t = load_mnist(self.cfg.root, device=device, binarize=self.cfg.binarize, threshold=self.cfg.threshold)
+        # the jobs of an in-process sweep (the basic launcher) load the same tensors one after the other: the last
+        # load is kept for the next (nothing writes into them: batches, augmentations and test forms are copies)
+        key = (str(Path(self.cfg.root).expanduser().resolve()), str(torch.device(device)), self.cfg.binarize,
+               self.cfg.threshold)
+        if _last_load[0] != key:
+            _last_load[:] = [key, load_mnist(self.cfg.root, device=device, binarize=self.cfg.binarize,
+                                             threshold=self.cfg.threshold)]
+        t = _last_load[1]
         return Splits(t.train_x.view(-1, *self.input_shape), t.train_y,
                       t.test_x.view(-1, *self.input_shape), t.test_y, self.name)
