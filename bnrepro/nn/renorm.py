@@ -30,6 +30,7 @@ moving average of sigma_B instead, which differs only in where the square root i
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from bnrepro.nn import cpu_kernel
@@ -91,7 +92,7 @@ class _BatchRenorm(_BatchNorm):
             r = std_b.div_(std).clamp_(1 / r_max, r_max)
             d = mean.sub_(running_mean).div_(std).clamp_(-d_max, d_max)
         # gamma' = gamma * r and beta' = beta + gamma * d carry autograd's chain rule back to gamma and beta
-        folded_bias = (bias if bias is not None else 0) + weight * d
+        folded_bias = weight * d if bias is None else torch.addcmul(bias, weight, d)
         return _batch_norm(x, weight * r, folded_bias, running_mean, running_var, num_batches, True, self.momentum,
                            self.eps, m, layout)
 
