@@ -71,7 +71,6 @@ def start_cli(cli_env: dict[str, str]) -> Callable[..., subprocess.Popen]:
 
 def validated(*overrides: str) -> Any:
     """The config `bnrepro-train` would run for these overrides, through Hydra's compose API and validate."""
-    import torch  # noqa: F401 - before Hydra, as the CLI imports it
     from hydra import compose, initialize_config_dir
 
     from bnrepro.config import register_configs, validate

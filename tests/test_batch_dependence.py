@@ -29,8 +29,7 @@ SHORT = ("train.steps=200", "train.eval_every=100", "train.progress=false", "wan
 def test_class_clustered_batches_hold_at_most_k_classes_and_an_epoch_sees_each_sample_at_most_once() -> None:
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 10, (997,), generator=gen)  # uneven class sizes
-    order = batch_order("epoch", len(labels), 12, seed=5, device=torch.device("cpu"), batching="class_clustered",
-                        labels=labels, batch_classes=3)
+    order = _clustered(labels)
     assert isinstance(order, ClassClusteredOrder)
     per_class = torch.bincount(labels, minlength=10)
     assert order.steps_per_epoch == int((per_class // 4).sum()) // 3
@@ -46,20 +45,18 @@ def test_class_clustered_batches_hold_at_most_k_classes_and_an_epoch_sees_each_s
     groups = {tuple(labels[b].unique().tolist()) for b in seen.split(12)}
     assert len(groups) > 10
     # the same seed gives the same batches; a checkpointed order goes on as the uninterrupted one
-    again = batch_order("epoch", len(labels), 12, seed=5, device=torch.device("cpu"), batching="class_clustered",
-                        labels=labels, batch_classes=3)
+    again, fresh = _clustered(labels), _clustered(labels)
     for t in range(1, 40):
-        assert torch.equal(again.batch(t), batch_order_at(labels, t))
-    resumed = batch_order("epoch", len(labels), 12, seed=5, device=torch.device("cpu"), batching="class_clustered",
-                          labels=labels, batch_classes=3)
+        assert torch.equal(again.batch(t), fresh.batch(t))
+    resumed = _clustered(labels)
     resumed.load(again.state())
     assert torch.equal(resumed.batch(40), again.batch(40))
 
 
-def batch_order_at(labels: torch.Tensor, t: int) -> torch.Tensor:
-    order = batch_order("epoch", len(labels), 12, seed=5, device=torch.device("cpu"), batching="class_clustered",
-                        labels=labels, batch_classes=3)
-    return [order.batch(s) for s in range(1, t + 1)][-1]
+def _clustered(labels: torch.Tensor) -> ClassClusteredOrder:
+    """Batches of 12 from 3 classes each, seed 5."""
+    return batch_order("epoch", len(labels), 12, seed=5, device=torch.device("cpu"), batching="class_clustered",
+                       labels=labels, batch_classes=3)
 
 
 # --- configuration ----------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ the images their (1, 28, 28) sample shape.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import os
@@ -247,7 +248,11 @@ class MNISTConfig(AugmentOptions):
         super().check()
 
 
-_last_load: list = [None, None]  # (root, device, binarize, threshold), MNISTTensors
+@functools.lru_cache(maxsize=1)
+def _last_load(root: str, device: str, binarize: bool, threshold: float) -> MNISTTensors:
+    """load_mnist, the last result kept: the jobs of an in-process sweep (the basic launcher) load the same tensors
+    one after the other (nothing writes into them: batches, augmentations and test forms are copies)."""
+    return load_mnist(root, device=device, binarize=binarize, threshold=threshold)
 
 
 class MNIST(Dataset):
@@ -263,13 +268,7 @@ class MNIST(Dataset):
     cfg: MNISTConfig
 
     def load(self, device: torch.device | str = "cpu") -> Splits:
-        # the jobs of an in-process sweep (the basic launcher) load the same tensors one after the other: the last
-        # load is kept for the next (nothing writes into them: batches, augmentations and test forms are copies)
-        key = (str(Path(self.cfg.root).expanduser().resolve()), str(torch.device(device)), self.cfg.binarize,
-               self.cfg.threshold)
-        if _last_load[0] != key:
-            _last_load[:] = [key, load_mnist(self.cfg.root, device=device, binarize=self.cfg.binarize,
-                                             threshold=self.cfg.threshold)]
-        t = _last_load[1]
+        t = _last_load(str(Path(self.cfg.root).expanduser().resolve()), str(torch.device(device)), self.cfg.binarize,
+                       self.cfg.threshold)
         return Splits(t.train_x.view(-1, *self.input_shape), t.train_y,
                       t.test_x.view(-1, *self.input_shape), t.test_y, self.name)

@@ -319,8 +319,9 @@ def joint(where: str, quote: str, claim: str, parts: list[tuple[str, Claim]]) ->
 
 
 def ends_higher(where: str, quote: str, name: str, other: str, higher: Sequence[float], lower: Sequence[float],
-                claim: str) -> Claim:
-    """Run `name` ends at a higher final test accuracy than `other`, beyond the seeds' spread."""
+                claim: str, measured: str = "final test accuracy") -> Claim:
+    """Run `name` ends higher in `measured` (by default its final test accuracy) than `other`, beyond the seeds'
+    spread."""
     if not len(higher) or not len(lower):
         return untestable(where, quote, claim, f"finished {name if not len(higher) else other} runs")
-    return _contrast(where, quote, claim, higher, lower, (name, other), "mean final test accuracy", "")
+    return _contrast(where, quote, claim, higher, lower, (name, other), f"mean {measured}", "")

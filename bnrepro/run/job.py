@@ -28,6 +28,7 @@ from bnrepro.probes.base import Probe
 from bnrepro.run.checkpoint import CHECKPOINT_FILE, FINISHED
 from bnrepro.run.lock import FolderLock
 from bnrepro.run.record import RunRecord
+from bnrepro.training import bn_inference
 from bnrepro.training.bn_inference import InferenceStatistics
 from bnrepro.training.evaluation import Evaluator
 from bnrepro.training.loop import LoopState, Member, train_loop
@@ -141,10 +142,8 @@ def group_key(job: Job) -> str | None:
     model_cls = part_class(job.cfg.model._target_, "model")
     settings = OmegaConf.to_object(job.cfg.model)
     probes = [part_class(p._target_, "probes") for p in job.cfg.probes.values()]
-    tracking = job.cfg.tracking
-    measures_bn = tracking.precise_bn_batches or tracking.batch_stats_eval or tracking.gap_samples  # a model alone's
     if (not model_cls.stackable(settings) or not all(p.stackable for p in probes) or job.cfg.data.get("augment")
-            or measures_bn):
+            or bn_inference.requested(job.cfg.tracking)):
         return None
     values = OmegaConf.to_container(job.cfg, resolve=True)
     for key in (*PER_MODEL, *COMPUTE_NEUTRAL, *(f"model.{k}" for k in model_cls.stack_keys)):
@@ -164,7 +163,7 @@ def build_model(cfg: DictConfig, data_cls: type[Dataset]) -> Model:
 def inference_statistics(model: Model, data: Splits, cfg: DictConfig) -> InferenceStatistics | None:
     """What `tracking` asks of BN's inference statistics (bn_inference.py), or None."""
     t = cfg.tracking
-    if not (t.precise_bn_batches or t.batch_stats_eval or t.gap_samples):
+    if not bn_inference.requested(t):
         return None
     return InferenceStatistics(model, data.train_x, data.train_y, data.test_x, data.test_y,
                                batch_size=cfg.train.batch_size, seed=cfg.seed, precise_batches=t.precise_bn_batches,

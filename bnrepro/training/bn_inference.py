@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +38,11 @@ from bnrepro.training.evaluation import accuracy_and_loss
 PRECISE_SEED_OFFSET = 2_000_003
 GAP_SEED_OFFSET = 3_000_017
 NORM_TYPES = (bnn.BatchNorm1d, bnn.BatchNorm2d, nn.modules.batchnorm._BatchNorm)
+
+
+def requested(tracking: Any) -> bool:
+    """Whether `tracking` asks for any of these measurements (which need the model alone, not in a stack)."""
+    return bool(tracking.precise_bn_batches or tracking.batch_stats_eval or tracking.gap_samples)
 
 
 def norm_layers(model: nn.Module) -> list[nn.Module]:

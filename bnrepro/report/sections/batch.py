@@ -70,13 +70,8 @@ def _mean(values: list[float]) -> float | None:
 
 def _claim(where: str, key: str, claim: str, higher: list[float], lower: list[float], names: tuple[str, str],
            measured: str = "final test accuracy") -> claims.Claim:
-    if not higher or not lower:
-        missing = names[0] if not higher else names[1]
-        found = claims.untestable(where, FINDINGS[key], claim, f"finished {missing} runs")
-    else:
-        found = claims.ends_higher(where, FINDINGS[key], *names, higher, lower, claim)
-        found = dataclasses.replace(found, found=found.found.replace("mean final test accuracy", f"mean {measured}"))
-    return dataclasses.replace(found, paraphrased=True)
+    return dataclasses.replace(claims.ends_higher(where, FINDINGS[key], *names, higher, lower, claim, measured),
+                               paraphrased=True)
 
 
 def _groups(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.DataFrame]:
@@ -114,6 +109,19 @@ def _study(ctx: Context, axes: dict[str, str]) -> pd.DataFrame:
     return runs[shown == chosen]
 
 
+def _along(ctx: Context, axis: str, usual: str,
+           label: str) -> tuple[pd.DataFrame, dict[tuple, pd.DataFrame], list[dict[str, object]]] | None:
+    """One study's runs along `axis` (None unless it takes two values or more), grouped by (configuration, value),
+    and their table rows (the value under `label`), in configuration order, then the value's (numbers numerically)."""
+    named = _study(ctx, {axis: usual})
+    if named.empty or axis not in named or named[axis].nunique() < 2:
+        return None
+    by = _groups(named, [VARIANT, axis])
+    order = sorted(by, key=lambda k: (CONFIGURATIONS.index(k[0]), _order(k[1]), k[1]))
+    return named, by, [{"configuration": variant, label: value, **_row(ctx, by[(variant, value)])}
+                       for variant, value in order]
+
+
 def _row(ctx: Context, group: pd.DataFrame) -> dict[str, object]:
     finals = _finals(group)
     precise, batch = _final(ctx.metrics, group, PRECISE), _final(ctx.metrics, group, BATCH_STATS)
@@ -148,14 +156,10 @@ def _size_figure(ctx: Context, by: dict[tuple, pd.DataFrame], title: str) -> Fig
 
 @section(order=80, stems=(SIZE_STEM,))
 def batch_size_accuracy(ctx: Context) -> Section | None:
-    named = _study(ctx, {BATCH: "60"})
-    if named.empty or BATCH not in named or named[BATCH].nunique() < 2:
+    if (study := _along(ctx, BATCH, "60", "batch size")) is None:
         return None
+    named, by, rows = study
     title = "BN's dependence on the batch size: final test accuracy at each batch size (experiment=batch_size)"
-    by = _groups(named, [VARIANT, BATCH])
-    rows = [{"configuration": variant, "batch size": size, **_row(ctx, g)}
-            for (variant, size), g in sorted(by.items(), key=lambda kv: (CONFIGURATIONS.index(kv[0][0]),
-                                                                        int(kv[0][1])))]
 
     def finals(variant: str, size: int | None) -> list[float]:
         return _finals(by.get((variant, str(size)), named.iloc[:0])) if size is not None else []
@@ -263,14 +267,10 @@ def bn_inference_statistics(ctx: Context) -> Section | None:
 
 @section(order=84)
 def non_iid_batches(ctx: Context) -> Section | None:
-    named = _study(ctx, {BATCHING: "iid"})
-    if named.empty or BATCHING not in named or named[BATCHING].nunique() < 2:
+    if (study := _along(ctx, BATCHING, "iid", "batching")) is None:
         return None
+    named, by, rows = study
     title = "Non-i.i.d. batches: each batch from 2 classes (experiment=non_iid)"
-    by = _groups(named, [VARIANT, BATCHING])
-    rows = [{"configuration": variant, "batching": batching, **_row(ctx, g)}
-            for (variant, batching), g in sorted(by.items(), key=lambda kv: (CONFIGURATIONS.index(kv[0][0]),
-                                                                            kv[0][1]))]
 
     def finals(variant: str, batching: str) -> list[float]:
         return _finals(by.get((variant, batching), named.iloc[:0]))
