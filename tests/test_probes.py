@@ -32,10 +32,18 @@ def assert_same_training(plain: Path, probed: Path) -> list[dict[str, str]]:
     return probed_rows
 
 
-def test_a_probe_adds_columns_and_rows_and_leaves_the_metrics_bit_for_bit(cli, tmp_path: Path) -> None:
-    cli("model.bn=before", *SHORT, f"hydra.run.dir={tmp_path / 'plain'}")
-    cli("model.bn=before", *SHORT, *PROBE, f"hydra.run.dir={tmp_path / 'probed'}")
-    rows = assert_same_training(tmp_path / "plain", tmp_path / "probed")
+@pytest.fixture(scope="module")
+def plain(cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two runs without a probe (seeds 0 and 1), as a sweep of the basic launcher."""
+    sweep = tmp_path_factory.mktemp("probes") / "plain"
+    cli("-m", "seed=0,1", "model.bn=before", *SHORT, f"hydra.sweep.dir={sweep}")
+    return sweep
+
+
+def test_a_probe_adds_columns_and_rows_and_leaves_the_metrics_bit_for_bit(cli, plain: Path, tmp_path: Path) -> None:
+    cli("model.bn=before", "seed=0", *SHORT, *PROBE, f"hydra.run.dir={tmp_path / 'probed'}")
+    (seed0,) = plain.glob("*seed=0*")
+    rows = assert_same_training(seed0, tmp_path / "probed")
     columns = [f"grad_norm/weight/{layer}" for layer in ("h1", "h2", "h3", "out")]
     assert list(rows[0])[-4:] == columns
     measured = [r for r in rows if r[columns[0]] != ""]
@@ -45,14 +53,13 @@ def test_a_probe_adds_columns_and_rows_and_leaves_the_metrics_bit_for_bit(cli, t
     assert all(r["test_acc"] == "" for r in measured if int(r["step"]) % 100)
 
 
-def test_a_probe_inside_a_stack_leaves_every_model_as_alone(cli, tmp_path: Path) -> None:
-    sweep = ("-m", "seed=0,1", "model.bn=before", *SHORT)
-    cli(*sweep, f"hydra.sweep.dir={tmp_path / 'plain'}")
-    cli(*sweep, *PROBE, "hydra/launcher=vectorized", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={tmp_path / 'stk'}")
-    plain = sorted((tmp_path / "plain").glob("*/metrics.csv"))
+def test_a_probe_inside_a_stack_leaves_every_model_as_alone(cli, plain: Path, tmp_path: Path) -> None:
+    cli("-m", "seed=0,1", "model.bn=before", *SHORT, *PROBE, "hydra/launcher=vectorized", "hydra.launcher.n_jobs=1",
+        f"hydra.sweep.dir={tmp_path / 'stk'}")
+    alone = sorted(plain.glob("*/metrics.csv"))
     stacked = sorted((tmp_path / "stk").glob("*/metrics.csv"))
-    assert len(plain) == len(stacked) == 2
-    for a, b in zip(plain, stacked):
+    assert len(alone) == len(stacked) == 2
+    for a, b in zip(alone, stacked):
         assert_same_training(a.parent, b.parent)
 
 

@@ -265,6 +265,8 @@ def test_count_jobs_counts_as_the_basic_sweeper_does() -> None:
     assert count_jobs(config([])) == 1
     assert count_jobs(config(["seed=interval(0,1)"])) is None  # the basic sweeper refuses it
     assert count_jobs(config(["seed=0,1"], sweeper="hydra_plugins.hydra_optuna_sweeper.OptunaSweeper")) is None
+    # bnrepro's own (every multirun's: conf/hydra/sweeper/basic.yaml) splits as the basic sweeper it extends
+    assert count_jobs(config(["seed=0,1"], sweeper="hydra_plugins.bnrepro_sweeper.sweeper.CheckedSweeper")) == 2
 
 
 def test_callback_polls_in_a_thread_until_the_sweep_ends(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -68,12 +68,12 @@ def test_a_scheduled_run_logs_the_rate_of_each_update(recipe_run: Path) -> None:
             config.data.augment, config.train.shuffle) == (1e-4, True, "exponential", 0.2, True, "shards")
 
 
-def test_augmentation_and_shuffle_reach_the_run(cli, recipe_run: Path, tmp_path: Path) -> None:
+def test_augmentation_and_shuffle_reach_the_run(recipe_run: Path, data_root: Path, tmp_path: Path) -> None:
     """The same run without distortions, and with the epoch shuffle, each trains on other batches."""
     for override in ("data.augment=false", "train.shuffle=epoch"):
-        run_dir = tmp_path / override.replace("=", "_")
-        cli(*RECIPE, override, *SHORT, f"hydra.run.dir={run_dir}")
-        assert read_metrics(run_dir)[1]["train_loss"] != read_metrics(recipe_run)[1]["train_loss"], override
+        job = in_process_job(tmp_path / override.replace("=", "_"), *RECIPE, override, *SHORT, f"data.root={data_root}")
+        train([job])
+        assert read_metrics(job.run_dir)[1]["train_loss"] != read_metrics(recipe_run)[1]["train_loss"], override
 
 
 def test_stacked_models_follow_momentum_weight_decay_and_schedule_as_alone(data_root: Path, tmp_path: Path) -> None:

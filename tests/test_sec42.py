@@ -76,8 +76,9 @@ def test_the_experiments_sweep_the_recipes_over_three_seeds() -> None:
 
 
 # small enough for a test: a one-block conv net on MNIST (no Fashion-MNIST needed), 20 steps, 2 seeds
+# a tenth of the test set: the conv net's evaluations would cost more than the rest of the sweep
 TINY = ("data=mnist", "model.channels=[4,4]", "model.hidden=[16]", "train.steps=20", "train.eval_every=20",
-        "seed=0,1", "train.progress=false", "wandb.mode=disabled")
+        "tracking.test_samples=1000", "seed=0,1", "train.progress=false", "wandb.mode=disabled")
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ CASES = [
     ("bn_placement", ("seed=0", "optim.lr=0.5", "model.activation=relu"), 3),
     ("activation_dist", ("seed=0",), 2),
     # both models on both data sets: the four (model, data) pairs of the experiment's 24 jobs, with BN
-    ("smoke", ("model.bn=before", "optim.lr=0.1"), 4),
+    ("smoke", ("model.bn=before", "optim.lr=0.1", "tracking.test_samples=1000"), 4),
 ]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 

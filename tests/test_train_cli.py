@@ -94,6 +94,16 @@ def test_bad_config_is_one_line_and_trains_nothing(cli, tmp_path: Path, override
     assert not (run_dir / "summary.json").exists()
 
 
+def test_a_bad_value_in_any_job_of_a_sweep_refuses_the_sweep_before_its_first_job_trains(cli, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "optim.lr=0.1,0.5,-1", "wandb.mode=disabled", f"hydra.sweep.dir={sweep}", *SHORT, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "optim.lr=-1.0" in lines[0] and "the sweep's job optim.lr=-1 " in lines[0]
+    assert not [p for p in sweep.iterdir() if p.is_dir()]  # no job folder: the two good jobs did not start
+
+
 def test_batch_of_one_is_refused_with_bn_only(cli, tmp_path: Path) -> None:
     proc = cli("model.bn=before", "train.batch_size=1", f"hydra.run.dir={tmp_path / 'bn'}", check=False)
     assert proc.returncode == 2 and "train.batch_size=1" in proc.stderr and "batch norm" in proc.stderr

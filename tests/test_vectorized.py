@@ -44,7 +44,7 @@ def _batch(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def step_path(request, monkeypatch) -> str:
     """StackedMLP.train_step's two paths: stacked_cpu.cpp's one call, and torch ops with autograd (CUDA's)."""
     if request.param == "cpp_step":
-        assert model_module._step_kernel() is not None, "stacked_cpu.cpp did not build"
+        assert model_module.step_kernel() is not None, "stacked_cpu.cpp did not build"
     monkeypatch.setattr(cpu_kernel, "enabled", request.param == "cpp_step")
     return request.param
 

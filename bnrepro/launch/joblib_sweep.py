@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_jobli
 from joblib import Parallel, delayed
 from joblib._parallel_backends import LokyBackend
 
+from bnrepro.config import register_configs
 from bnrepro.errors import EXIT_BUG, EXIT_SIGNAL
 from bnrepro.interrupt import SIGNALS, Interrupted
 from bnrepro.launch.lifeline import die_with_parent
@@ -52,17 +52,11 @@ _stopped: int | None = None  # the first SIGINT/SIGTERM this worker received
 _launcher: int | None = None
 
 
-def quiet_schema_warning() -> None:
-    """conf/hydra/launcher/joblib.yaml extends the joblib plugin's schema of the same name on purpose; Hydra warns
-    of that (deprecated) matching at every composition."""
-    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
-
-
 def init_worker(launcher: int) -> None:
     """loky's initializer, once in each worker before any job; SIGINT and SIGTERM are blocked until the end."""
     global _launcher
     _launcher = launcher
-    quiet_schema_warning()  # workers compose their jobs' configs too
+    register_configs()  # workers compose their jobs' configs too (and so hear the warning it quiets)
     for s in SIGNALS:
         signal.signal(s, _while_idle)
     os.setpgrp()  # signals come from the launcher only, once each

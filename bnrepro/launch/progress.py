@@ -491,13 +491,15 @@ class SweepProgress(Callback):
 
 def count_jobs(config: DictConfig) -> int | None:
     """The jobs Hydra's BasicSweeper makes of `hydra.sweeper.params` and the task overrides, counted as it counts
-    them; None for another sweeper, or overrides it would refuse."""
+    them (its subclasses too); None for another sweeper, or overrides it would refuse."""
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.utils import get_class
 
-        if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".BasicSweeper"):
+        # the basic sweeper, or a subclass of it (bnrepro's own, hydra_plugins/bnrepro_sweeper), which splits alike
+        if not issubclass(get_class(str(OmegaConf.select(config, "hydra.sweeper._target_"))), BasicSweeper):
             return None
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
         arguments = [f"{key}={value}" for key, value in (OmegaConf.to_container(params) if params else {}).items()]

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -253,7 +254,7 @@ class StackedMLP:
         in C++ (the same bits, without a hundred Python calls and autograd's bookkeeping); elsewhere, or where
         it cannot be built, those ops here.
         """
-        if train_x.is_cpu and cpu_kernel.enabled and (kernel := _step_kernel()) is not None:
+        if train_x.is_cpu and cpu_kernel.enabled and (kernel := step_kernel()) is not None:
             return kernel.train_step(train_x, train_y, idx, self._step_layers, _STEP_ACTIVATIONS[self.act],
                                      self.bn_before, self.momentum, self.eps, list(active), max_loss).tolist()
         xb = train_x.index_select(0, idx).view(self.k, -1, train_x.shape[1])
@@ -323,7 +324,8 @@ def _linear(x: Tensor | SparseRows, weight: Tensor, bias: Tensor | None) -> Tens
     return flat.view(x.shape[0], k, out).transpose(0, 1)  # (K, B, out), a view
 
 
-def _step_kernel():
+def step_kernel() -> ModuleType | None:
+    """The stacked training step's compiled module (stacked_cpu.cpp), or None where it cannot be built."""
     return cpu_kernel.build(_STEP_SOURCE, "stacked models train on torch ops instead (the same bits, ~1.5x "
                                           "slower steps)")
 

@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,8 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
     # the data first: a missing or broken data set fails before any run folder is touched
     dataset = build_part(cfg.data, "data")
     data = dataset.load(first.device)
+    if (n_test := cfg.tracking.test_samples) is not None:
+        data = replace(data, test_x=data.test_x[:n_test], test_y=data.test_y[:n_test])
     models, optimizers = [], []
     for job in jobs:  # each model initialised as its single run: its seed, then its constructor
         torch.manual_seed(job.cfg.seed)
