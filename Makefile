@@ -51,11 +51,14 @@ sec42: install
 	$(BIN)/bnrepro-train -m experiment=sec42_ablation hydra/launcher=vectorized hydra.sweep.dir=multirun/sec42_ablation train.progress=false
 	$(BIN)/bnrepro-report multirun/sec42 multirun/sec42_ablation --out reports/sec42
 
-# BN's dependence on the batch: batch size (with ghost BN), inference statistics by momentum, non-i.i.d. batches
+# BN's dependence on the batch: batch size (with ghost BN; the MLP, then the conv net), inference statistics by momentum,
+# non-i.i.d. batches
 batch: install
 	$(BIN)/bnrepro-train -m experiment=batch_size hydra/launcher=vectorized hydra.sweep.dir=multirun/batch_size train.progress=false
 	$(BIN)/bnrepro-train -m experiment=batch_size_ghost hydra/launcher=vectorized hydra.sweep.dir=multirun/batch_size_ghost train.progress=false
 	$(BIN)/bnrepro-report multirun/batch_size multirun/batch_size_ghost --out reports/batch_size
+	$(BIN)/bnrepro-train -m experiment=batch_size_cnn hydra/launcher=vectorized hydra.sweep.dir=multirun/batch_size_cnn train.progress=false
+	$(BIN)/bnrepro-report multirun/batch_size_cnn --out reports/batch_size_cnn
 	$(BIN)/bnrepro-train -m experiment=bn_inference hydra/launcher=vectorized hydra.sweep.dir=multirun/bn_inference train.progress=false
 	$(BIN)/bnrepro-report multirun/bn_inference --out reports/bn_inference
 	$(BIN)/bnrepro-train -m experiment=non_iid hydra/launcher=vectorized hydra.sweep.dir=multirun/non_iid train.progress=false

@@ -16,6 +16,7 @@ import re
 import statistics
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +233,9 @@ def _claims(n: dict[str, Any], where: tuple[str, ...]) -> str:
                      if c["where"].startswith(where)])
 
 
-def batch_size(reports: Path) -> str:
-    n = load(reports, "batch_size")
+def batch_size(reports: Path, name: str = "batch_size") -> str:
+    """The batch-size study of one report: reports/batch_size (the MLP) or reports/batch_size_cnn (the conv net)."""
+    n = load(reports, name)
     rows = _titled(n, "BN's dependence on the batch size")
     table = md_table(["configuration", "batch size", "final test accuracy (mean)", CI[:-4], "diverged",
                       "precise statistics", "test batch's own statistics", "train/eval gap (points)"],
@@ -268,6 +270,7 @@ WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig
                                              "bn_placement": bn_placement, "verdicts": verdicts, "noise": noise,
                                              "sec42_tuning": sec42_tuning, "sec42": sec42,
                                              "sec42_ablation": sec42_ablation, "batch_size": batch_size,
+                                             "batch_size_cnn": partial(batch_size, name="batch_size_cnn"),
                                              "bn_inference": bn_inference, "non_iid": non_iid}
 
 

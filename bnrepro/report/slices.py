@@ -160,6 +160,14 @@ def order_key(key: str, value: Any) -> tuple[int, float, str]:
     return (1, 0.0, fmt_value(value))
 
 
+def fixed_by(runs: pd.DataFrame, keys: list[str], name: str = "variant") -> set[str]:
+    """The keys whose value each configuration name (config `variant`, set by its recipe) decides: one value per
+    name. A row named "BRN" need not also say model.norm=brn."""
+    if name not in runs or runs.empty:
+        return set()
+    return {k for k in keys if runs.groupby(name)[k].agg(lambda v: v.map(fmt_value).nunique()).max() <= 1}
+
+
 def configurations(runs: pd.DataFrame, varying: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     """One (values of the varying keys, its runs) per configuration, in reading order (order_key)."""
     groups: list[tuple[dict[str, Any], pd.DataFrame]] = []

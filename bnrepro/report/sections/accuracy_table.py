@@ -11,7 +11,7 @@ from bnrepro.report import claims
 from bnrepro.report.markdown import Section, cell, interval_cell
 from bnrepro.report.outcomes import n_diverged, stalled
 from bnrepro.report.sections import Context, section
-from bnrepro.report.slices import BN, configurations, fmt_value, same, short_name
+from bnrepro.report.slices import BN, configurations, fixed_by, fmt_value, same, short_name
 from bnrepro.report.stats import Interval, difference, mean_interval, stat
 from bnrepro.report.thresholds import CONFIDENCE, STALL_ACC
 
@@ -22,8 +22,9 @@ def _finals(runs: pd.DataFrame) -> list[float]:
     return runs["final_test_acc"].dropna().astype(float).tolist()
 
 
-def bn_pairs(groups: Groups, varying: list[str]) -> list[tuple[str, Interval | None]]:
-    """(a configuration with BN, the interval of its final accuracy minus its no-BN twin's) for each that has one."""
+def bn_pairs(groups: Groups, varying: list[str], unnamed: set[str] = frozenset()) -> list[tuple[str, Interval | None]]:
+    """(a configuration with BN, the interval of its final accuracy minus its no-BN twin's) for each that has one;
+    a configuration is named by its varying keys, `unnamed` (keys that its recipe's name decides) aside."""
     if BN not in varying:
         return []
     pairs = []
@@ -34,7 +35,7 @@ def bn_pairs(groups: Groups, varying: list[str]) -> list[tuple[str, Interval | N
             continue
         # every pair is BN against no BN: name the BN mode only when it is not the paper's "before"
         name = ", ".join(f"{short_name(k, varying)}={fmt_value(v)}" for k, v in values.items()
-                         if k != BN or v != "before") or "bn=before"
+                         if (k != BN or v != "before") and k not in unnamed) or "bn=before"
         pairs.append((name, difference(_finals(group), _finals(twin))))
     return pairs
 
@@ -60,5 +61,6 @@ def accuracy_table(ctx: Context) -> Section:
                f"{ci} (Student's t over seeds) in percent; stalled: completed, but never above "
                f"{STALL_ACC:.0%} test accuracy. A diverged run has no final accuracy, so the final "
                "columns cover the runs that did not diverge; best is each run's highest evaluated accuracy.")
-    return Section("Accuracy per configuration", caption, [claims.bn_beats_counterparts(bn_pairs(groups, ctx.varying))],
-                   table=pd.DataFrame(rows))
+    unnamed = fixed_by(ctx.runs, ctx.varying) - {BN} if ctx.named else set()
+    return Section("Accuracy per configuration", caption,
+                   [claims.bn_beats_counterparts(bn_pairs(groups, ctx.varying, unnamed))], table=pd.DataFrame(rows))

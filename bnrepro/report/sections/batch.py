@@ -1,6 +1,6 @@
-"""BN's dependence on the batch (experiment=batch_size, batch_size_ghost, bn_inference, non_iid): accuracy against
-batch size, which statistics BN should use at inference, and non-i.i.d. batches; each section keeps to the runs of
-its own design (`_study`), so the studies can be reported together or apart.
+"""BN's dependence on the batch (experiment=batch_size, batch_size_ghost, batch_size_cnn, bn_inference, non_iid):
+accuracy against batch size, which statistics BN should use at inference, and non-i.i.d. batches; each section keeps
+to the runs of its own design (`_study`), so the studies can be reported together or apart.
 
 Rows are named configurations (the config's `variant`, from recipe/: "no BN", "BN", "BRN", "ghost BN (16)") at
 one batch size, momentum or batching each, over seeds. A run's accuracy is its final test accuracy (the last
@@ -21,9 +21,9 @@ from matplotlib.figure import Figure
 
 from bnrepro.report import claims
 from bnrepro.report.markdown import Section, cell, interval_cell
-from bnrepro.report.names import accuracy_title
+from bnrepro.report.names import accuracy_title, data_name, model_name
 from bnrepro.report.sections import Context, section
-from bnrepro.report.slices import fmt_value
+from bnrepro.report.slices import fixed_by, fmt_value
 from bnrepro.report.stats import curve, difference, mean_interval
 from bnrepro.report.thresholds import CONFIDENCE
 
@@ -94,8 +94,7 @@ def _study(ctx: Context, axes: dict[str, str]) -> pd.DataFrame:
     runs = ctx.runs[ctx.runs[VARIANT].isin(CONFIGURATIONS)]
     if runs.empty or any(a not in runs for a in axes):
         return runs.iloc[:0]
-    fixed_by_variant = {k for k in ctx.varying if runs.groupby(VARIANT)[k].agg(lambda v: v.map(_shown).nunique()).max()
-                        <= 1}
+    fixed_by_variant = fixed_by(runs, ctx.varying, VARIANT)
     pinned = [k for k in ctx.varying if k not in axes and k not in fixed_by_variant and k not in DERIVED
               and not k.startswith("tracking.")]
     if not pinned:
@@ -159,7 +158,8 @@ def batch_size_accuracy(ctx: Context) -> Section | None:
     if (study := _along(ctx, BATCH, "60", "batch size")) is None:
         return None
     named, by, rows = study
-    title = "BN's dependence on the batch size: final test accuracy at each batch size (experiment=batch_size)"
+    title = (f"BN's dependence on the batch size: final test accuracy at each batch size ({model_name(named)} on "
+             f"{data_name(named)})")
 
     def finals(variant: str, size: int | None) -> list[float]:
         return _finals(by.get((variant, str(size)), named.iloc[:0])) if size is not None else []
