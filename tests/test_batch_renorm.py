@@ -113,6 +113,20 @@ def test_forward_backward_and_running_statistics_match_the_papers_formulas_under
     assert not torch.allclose(full.grad, x.grad, rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=list(SHAPES))
+def test_on_the_kernel_brn_is_bns_one_autograd_node(shape: str) -> None:
+    brn_cls, _, size = SHAPES[shape]
+    brn = _layer(brn_cls, size[1], warmup_steps=0, r_max_steps=0, d_max_steps=0)
+    y = brn(torch.randn(*size, dtype=torch.float64, requires_grad=True))
+    leaves = [f.variable for f, _ in y.grad_fn.next_functions if f is not None and hasattr(f, "variable")]
+    if cpu_kernel.enabled:  # gamma and beta straight into the kernel's node, which applies the chain rule
+        assert y.grad_fn.name() == "torch::autograd::CppNode<bnrepro::BatchNormFunction>"
+        assert any(v is brn.weight for v in leaves) and any(v is brn.bias for v in leaves)
+    else:  # gamma' and beta': autograd's products between the parameters and BN's node
+        assert y.grad_fn.name() == "BatchNormFunctionBackward"
+        assert not any(v is brn.weight or v is brn.bias for v in leaves)
+
+
 def test_in_inference_it_uses_the_running_statistics_as_bn() -> None:
     brn, bn = _layer(BatchRenorm2d, 6, warmup_steps=0, r_max_steps=0, d_max_steps=0), _layer(BatchNorm2d, 6)
     brn.eval(), bn.eval()

@@ -72,6 +72,15 @@ def test_ghost_bn_is_bn_on_each_sub_batch(ghost_cls, plain_cls, torch_cls, shape
 
 
 @pytest.mark.parametrize("ghost_cls, plain_cls, torch_cls, shape, g", CASES)
+def test_the_kernel_normalises_all_sub_batches_in_one_node(ghost_cls, plain_cls, torch_cls, shape, g) -> None:
+    ghost, _, _ = _layers(ghost_cls, plain_cls, torch_cls, shape[1], g)
+    y = ghost(torch.randn(shape, dtype=torch.float64, requires_grad=True))
+    # one call and one autograd node where the C++ kernel runs; the parent's layer on each sub-batch elsewhere
+    expected = "torch::autograd::CppNode<bnrepro::BatchNormFunction>" if cpu_kernel.enabled else "CatBackward0"
+    assert y.grad_fn.name() == expected
+
+
+@pytest.mark.parametrize("ghost_cls, plain_cls, torch_cls, shape, g", CASES)
 def test_inference_and_small_batches_are_plain_bn(ghost_cls, plain_cls, torch_cls, shape, g) -> None:
     ghost, plain, _ = _layers(ghost_cls, plain_cls, torch_cls, shape[1], g)
     x = torch.randn(shape, dtype=torch.float64)

@@ -49,8 +49,8 @@ Forward normalize(const Layer& layer, const at::Tensor& x, c10::optional<double>
   if (layer.running_mean.defined())  // momentum None: the cumulative average over the batches seen
     factor = momentum.has_value() ? *momentum : 1.0 / static_cast<double>(layer.count.item<int64_t>());
   const auto opt = [](const at::Tensor& t) { return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt; };
-  return forward(x, opt(layer.gamma), opt(layer.beta), opt(layer.running_mean), opt(layer.running_var), true, factor,
-                 eps, true, true);
+  return forward(x, opt(layer.gamma), opt(layer.beta), opt(layer.running_mean), opt(layer.running_var), true,
+                 c10::ArrayRef<double>(factor), eps, true, c10::nullopt, true);
 }
 
 void set_grad(const at::Tensor& param, const at::Tensor& grad) {
@@ -59,7 +59,7 @@ void set_grad(const at::Tensor& param, const at::Tensor& grad) {
 
 // normalize's closed-form backward: gamma's and beta's gradients into their .grad; returns dx
 at::Tensor normalize_backward(const Layer& layer, const Forward& norm, const at::Tensor& grad) {
-  const Grads bn = backward(grad, norm.xhat, norm.k, true, true);
+  const Grads bn = backward(grad, norm.xhat, norm.k, norm.rd, true, true);
   set_grad(layer.gamma, bn.dgamma);
   set_grad(layer.beta, bn.dbeta);
   return bn.dx;

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
@@ -119,28 +120,47 @@ class BatchNormFunction(torch.autograd.Function):
         return (_grads_once if torch.is_grad_enabled() else _grads)(ctx, dy)
 
 
+def _kernel_for(x: Tensor) -> ModuleType | None:
+    """The C++ kernel (batchnorm_cpu.cpp) where it serves x: a CPU float32/float64 tensor, the kernel enabled and
+    built. Else None: the torch ops."""
+    return cpu_kernel.kernel() if x.is_cpu and x.dtype in _KERNEL_DTYPES else None
+
+
 def _batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
                 running_var: Tensor | None, num_batches: Tensor | None, training: bool, momentum: float | None,
-                eps: float, m: int, layout: tuple) -> Tensor:
+                eps: float, m: int, layout: tuple, ghosts: int = 1,
+                renorm: tuple[float, float] | None = None) -> Tensor:
     """torch's rules, for the layers and the stacked models alike: batch statistics in training, or in eval
-    without running statistics; in training the running statistics, if given, move and num_batches counts."""
+    without running statistics; in training the running statistics, if given, move and num_batches counts.
+
+    Two training modes of the C++ kernel alone (where _kernel_for(x) gives it; ghost.py and renorm.py hold their
+    torch-op paths): ghosts > 1, x's batch is that many consecutive sub-batches (ghost BN), each normalised as BN
+    on it alone, the running statistics moving and num_batches counting once per sub-batch in turn (m: values per
+    channel of one sub-batch); renorm = (r_max, d_max), Batch Renormalization's correction of BN."""
     batch_stats = training or running_mean is None
-    factor = 0.0
+    factors = [0.0] * ghosts  # each sub-batch's weight in the running statistics' update
     if training:
         if num_batches is not None:
-            num_batches.add_(_ONE)
+            num_batches.add_(_ONE if ghosts == 1 else ghosts)
         if running_mean is not None:
-            # momentum=None: cumulative moving average, the plain mean over the batches seen
-            factor = 1.0 / float(num_batches) if momentum is None else momentum
+            # momentum=None: cumulative moving average, the plain mean over the (sub-)batches seen
+            if momentum is None:
+                seen = int(num_batches)
+                factors = [1.0 / (seen - ghosts + i) for i in range(1, ghosts + 1)]
+            else:
+                factors = [momentum] * ghosts
     if batch_stats and m <= 1:
         if m == 1:  # batch variance 0, the unbiased one 0/0
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
         m, running_mean, running_var = 1, None, None  # empty batch, as torch: statistics untouched
     dims, keep, shape, grouped = layout
-    if x.is_cpu and x.dtype in _KERNEL_DTYPES and (kernel := cpu_kernel.kernel()) is not None:
+    if (kernel := _kernel_for(x)) is not None:
         # the same formulas fused in C++, forward and closed-form backward (batchnorm_cpu.cpp)
-        return kernel.batch_norm(x, weight, bias, running_mean, running_var, batch_stats, factor, eps, grouped)
-    cfg = (running_mean, running_var, batch_stats, factor, eps, m, dims, keep, shape)
+        return kernel.batch_norm(x, weight, bias, running_mean, running_var, batch_stats, factors, eps, grouped,
+                                 renorm)
+    if ghosts != 1 or renorm is not None:
+        raise ValueError("ghost batches and Batch Renormalization reach _batch_norm only where the C++ kernel runs")
+    cfg = (running_mean, running_var, batch_stats, factors[0], eps, m, dims, keep, shape)
     return BatchNormFunction.apply(x, weight, bias, cfg)
 
 
@@ -225,15 +245,20 @@ class _BatchNorm(nn.Module):
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._normalise(x)
+
+    def _normalise(self, x: Tensor, ghosts: int = 1) -> Tensor:
+        """BN of x; ghosts > 1: of each of that many consecutive sub-batches in turn (_batch_norm's ghost BN)."""
         layout = self._layouts.get(x.dim())
         if layout is None:
             raise ValueError(f"expected {self._expected} input (got {x.dim()}D input)")
         weight, bias, running_mean, running_var, num_batches = _state(self)
         if self.training and not self.track_running_stats:  # as torch: buffers, if any, left alone
             running_mean = running_var = num_batches = None
-        m = x.shape[0] if x.dim() == 2 else x.shape[0] * math.prod(x.shape[2:])  # N, N*L or N*H*W (Sec. 3.2)
+        n = x.shape[0] // ghosts
+        m = n if x.dim() == 2 else n * math.prod(x.shape[2:])  # N, N*L or N*H*W (Sec. 3.2)
         return _batch_norm(x, weight, bias, running_mean, running_var, num_batches, self.training, self.momentum,
-                           self.eps, m, layout)
+                           self.eps, m, layout, ghosts)
 
 
 class BatchNorm1d(_BatchNorm):

@@ -12,6 +12,10 @@
 // the same way, so results depend neither on the thread count nor on the group's neighbours:
 // a stacked model's slice gets, bit for bit, what the model alone gets.
 //
+// Two modes ride on these loops (bnrepro/nn/batchnorm.py's _batch_norm passes them): ghost BN (ghost.py), x's batch
+// split into B consecutive sub-batches, each normalised as BN on it alone, in turn; and Batch Renormalization
+// (renorm.py), BN with the affine map corrected by r and d (see Renorm).
+//
 // Three kernels, by memory layout: flat (S == 1: the MLP's (N, C) and the stacked (K, N, C)); spatial (S > 1,
 // a contiguous (N, C, H, W) or (N, C, L): rows of S values of one (n, c)); channels-last (S > 1, a channels-last
 // (N, C, H, W): rows of C values of one (n, h, w), the flat layout with N * H * W rows). Each sums in its own
@@ -36,6 +40,31 @@ T* flat_or_null(const c10::optional<at::Tensor>& t, int64_t numel) {
   return t->data_ptr<T>();
 }
 
+// Batch Renormalization (Ioffe 2017; bnrepro/nn/renorm.py): the normalisation applies gamma' = gamma * r and
+// beta' = beta + gamma * d, with r = clip(sigma_B / sigma, 1/r_max, r_max) and d = clip((mu_B - mu) / sigma, -d_max,
+// d_max) from the batch's statistics and the running ones (sigma = sqrt(running_var + eps)) before this batch moves
+// them. The kernels write r and d to rd = [r | d] (2C) for the backward's chain rule to gamma and beta.
+template <typename T>
+struct Renorm {
+  double r_max, d_max;
+  T* rd;
+};
+
+// Batch Renormalization's correction of channel c's affine map (scale, shift) = (gamma, beta) to (gamma', beta').
+// mean and sumsq (m times the biased variance) are the batch's, in double, as the normalisation uses them.
+template <typename T>
+inline void renormalize(const Renorm<T>& renorm, int64_t c, int64_t C, double mean, double sumsq, int64_t m,
+                        double eps, T running_mean, T running_var, T& scale, T& shift) {
+  const double sigma = std::sqrt(double(running_var) + eps), sigma_b = std::sqrt(sumsq / m + eps);
+  const T r = T(std::clamp(sigma_b / sigma, 1.0 / renorm.r_max, renorm.r_max));
+  const T d = T(std::clamp((mean - double(running_mean)) / sigma, -renorm.d_max, renorm.d_max));
+  renorm.rd[c] = r;
+  renorm.rd[C + c] = d;
+  // rounded in T as renorm.py's torch ops round them: beta + gamma * d, then gamma * r
+  shift = shift + scale * d;
+  scale = scale * r;
+}
+
 // ---- flat kernel (S == 1) ----
 
 // f(i, c) for every element i of an (N, C) x, in memory order, c its channel: with the channel innermost,
@@ -56,7 +85,8 @@ inline void channel_sums(int64_t N, int64_t C, std::vector<double>& sum, F f) {
 
 template <typename T>
 void forward_flat(const T* x, T* y, T* xhat, T* k, const T* weight, const T* bias, T* running_mean,
-                  T* running_var, int64_t G, int64_t N, int64_t C, bool batch_stats, double factor, double eps) {
+                  T* running_var, int64_t G, int64_t N, int64_t C, bool batch_stats, double factor, double eps,
+                  const Renorm<T>* renorm) {
   const int64_t m = N, group = N * C;
   std::vector<double> sum(C), sumsq(C);
   std::vector<T> mean(C), invstd(C), scale(C), shift(C);
@@ -82,12 +112,15 @@ void forward_flat(const T* x, T* y, T* xhat, T* k, const T* weight, const T* bia
       // normalise with the biased batch variance, or the running one (Algorithm 2)
       const double var = batch_stats ? sumsq[c] / m : double(running_var[p + c]);
       invstd[c] = T(1.0 / std::sqrt(var + eps));
+      scale[c] = weight != nullptr ? weight[p + c] : T(1);
+      shift[c] = bias != nullptr ? bias[p + c] : T(0);
+      if (renorm != nullptr)  // before the running statistics move
+        renormalize(*renorm, c, C, sum[c], sumsq[c], m, eps, running_mean[p + c], running_var[p + c], scale[c],
+                    shift[c]);
       if (batch_stats && running_mean != nullptr) {  // torch's convention: running_var is the unbiased variance
         running_mean[p + c] = T((1 - factor) * running_mean[p + c] + factor * sum[c]);
         running_var[p + c] = T((1 - factor) * running_var[p + c] + factor * (sumsq[c] / (m - 1)));
       }
-      scale[c] = weight != nullptr ? weight[p + c] : T(1);
-      shift[c] = bias != nullptr ? bias[p + c] : T(0);
       k[p + c] = invstd[c] * scale[c];  // dy/dx at fixed statistics
     }
     T* yg = y + g * group;
@@ -172,31 +205,35 @@ inline double row_sum(int64_t S, F f) {
 }
 
 // The per-channel constants of normalising: k (= gamma * invstd, 3C: then mean, invstd, see above), and
-// scale/shift (gamma, beta, or 1, 0); the running statistics move when batch_stats. mean and sumsq (m times the
-// biased variance) are the batch's, in double, or unused with the running statistics (Algorithm 2).
+// scale/shift (gamma, beta, or 1, 0; renorm: gamma', beta'); the running statistics move when batch_stats. mean
+// and sumsq (m times the biased variance) are the batch's, in double, or unused with the running statistics
+// (Algorithm 2).
 template <typename T>
 void channel_constants(const double* mean, const double* sumsq, T* k, T* scale, T* shift, const T* weight,
                        const T* bias, T* running_mean, T* running_var, int64_t C, int64_t m, bool batch_stats,
-                       double factor, double eps) {
+                       double factor, double eps, const Renorm<T>* renorm) {
   T *mean_out = k + C, *invstd = k + 2 * C;
   for (int64_t c = 0; c < C; ++c) {
     mean_out[c] = batch_stats ? T(mean[c]) : running_mean[c];
     // normalise with the biased batch variance, or the running one (Algorithm 2)
     const double var = batch_stats ? sumsq[c] / m : double(running_var[c]);
     invstd[c] = T(1.0 / std::sqrt(var + eps));
+    scale[c] = weight != nullptr ? weight[c] : T(1);
+    shift[c] = bias != nullptr ? bias[c] : T(0);
+    if (renorm != nullptr)  // before the running statistics move
+      renormalize(*renorm, c, C, mean[c], sumsq[c], m, eps, running_mean[c], running_var[c], scale[c], shift[c]);
     if (batch_stats && running_mean != nullptr) {  // torch's convention: running_var is the unbiased variance
       running_mean[c] = T((1 - factor) * running_mean[c] + factor * mean[c]);
       running_var[c] = T((1 - factor) * running_var[c] + factor * (sumsq[c] / (m - 1)));
     }
-    scale[c] = weight != nullptr ? weight[c] : T(1);
-    shift[c] = bias != nullptr ? bias[c] : T(0);
     k[c] = invstd[c] * scale[c];  // dy/dx at fixed statistics
   }
 }
 
 template <typename T>
 void forward_spatial(const T* x, T* y, T* k, const T* weight, const T* bias, T* running_mean, T* running_var,
-                     int64_t N, int64_t C, int64_t S, bool batch_stats, double factor, double eps) {
+                     int64_t N, int64_t C, int64_t S, bool batch_stats, double factor, double eps,
+                     const Renorm<T>* renorm) {
   const int64_t m = N * S;
   std::vector<double> mean(C, 0.0), sumsq(C, 0.0), row_mean(batch_stats ? N * C : 0), row_m2(batch_stats ? N * C : 0);
   std::vector<T> scale(C), shift(C);
@@ -224,7 +261,7 @@ void forward_spatial(const T* x, T* y, T* k, const T* weight, const T* bias, T* 
       }
   }
   channel_constants(mean.data(), sumsq.data(), k, scale.data(), shift.data(), weight, bias, running_mean,
-                    running_var, C, m, batch_stats, factor, eps);
+                    running_var, C, m, batch_stats, factor, eps, renorm);
   // y row by row: per-row constants, a loop the compiler vectorises
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
@@ -309,7 +346,7 @@ inline void backward_dx_row(const T* __restrict__ dy_row, const T* __restrict__ 
 
 template <typename T>
 void forward_rows(const T* x, T* y, T* k, const T* weight, const T* bias, T* running_mean, T* running_var, int64_t R,
-                  int64_t C, bool batch_stats, double factor, double eps) {
+                  int64_t C, bool batch_stats, double factor, double eps, const Renorm<T>* renorm) {
   const int64_t m = R;
   std::vector<double> shift(C), mean(C, 0.0), sumsq(C, 0.0);
   std::vector<T> scale(C), shift_out(C);
@@ -331,7 +368,7 @@ void forward_rows(const T* x, T* y, T* k, const T* weight, const T* bias, T* run
     }
   }
   channel_constants(mean.data(), sumsq.data(), k, scale.data(), shift_out.data(), weight, bias, running_mean,
-                    running_var, C, m, batch_stats, factor, eps);
+                    running_var, C, m, batch_stats, factor, eps, renorm);
   for (int64_t r = 0; r < R; ++r)
     normalize_row(x + r * C, y + r * C, k + C, k + 2 * C, scale.data(), shift_out.data(), C);
 }
@@ -367,38 +404,58 @@ inline std::array<int64_t, 4> dims(const at::Tensor& x, bool grouped) {
   return {1, x.size(0), x.size(1), x.dim() > 2 ? x.numel() / std::max<int64_t>(x.size(0) * x.size(1), 1) : 1};
 }
 
-// BN of x in training (batch_stats: Algorithm 1, moving the running statistics by `factor`) or with the
-// running statistics (Algorithm 2). record: keep what a backward needs.
+// BN of x in training (batch_stats: Algorithm 1) or with the running statistics (Algorithm 2). factors: one per
+// sub-batch, B = factors.size() consecutive sub-batches of x's batch (ghost BN; B = 1 is BN), each normalised on its
+// own and, in training, moving the running statistics in turn with its weight factors[b]. renorm: (r_max, d_max),
+// Batch Renormalization (training, B = 1). record: keep what a backward needs.
 struct Forward {
   at::Tensor y;
-  // For a backward: S == 1, xhat itself and k = gamma * invstd per (group, channel); S > 1, x (the input, or its
-  // contiguous copy) in place of xhat and k = [gamma * invstd | mean | invstd] (see the spatial kernel)
-  at::Tensor xhat, k;
+  // For a backward: S == 1, xhat itself and k = gamma * invstd per (sub-batch, group, channel); S > 1, x (the input,
+  // or its contiguous copy) in place of xhat and k = [gamma * invstd | mean | invstd] per sub-batch (see the spatial
+  // kernel). With renorm, gamma is gamma' and rd = [r | d] (2C); else rd is undefined.
+  at::Tensor xhat, k, rd;
 };
 
 inline Forward forward(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
                        const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& running_mean,
-                       const c10::optional<at::Tensor>& running_var, bool batch_stats, double factor, double eps,
-                       bool grouped, bool record) {
+                       const c10::optional<at::Tensor>& running_var, bool batch_stats, c10::ArrayRef<double> factors,
+                       double eps, bool grouped, const c10::optional<std::array<double, 2>>& renorm, bool record) {
   // a channels-last input stays so (and so does y, empty_like keeping x's layout): no transposing copies
   const at::Tensor x = channels_last(input, grouped) ? input : input.contiguous();
   const auto [G, N, C, S] = dims(x, grouped);
+  const int64_t B = static_cast<int64_t>(factors.size());
+  TORCH_CHECK(B >= 1 && N % B == 0 && (B == 1 || (batch_stats && !grouped)),
+              "BN's sub-batches split an ungrouped training batch evenly");
+  TORCH_CHECK(!renorm.has_value() || (batch_stats && !grouped && B == 1 && running_mean.has_value() &&
+                                      running_var.has_value() && weight.has_value()),
+              "Batch Renormalization takes a training batch, gamma and the running statistics");
   const bool flat = S == 1;
+  // a sub-batch of n samples is one contiguous block of x in every layout: sub values, k_sub constants
+  const int64_t n = N / B, sub = n * C * S, k_sub = (flat ? 1 : 3) * G * C;
   Forward out{at::empty_like(x), !record ? at::Tensor() : flat ? at::empty_like(x) : x,
-              at::empty({(flat ? 1 : 3) * G * C}, x.options())};
+              at::empty({B * k_sub}, x.options()),
+              renorm.has_value() ? at::empty({2 * C}, x.options()) : at::Tensor()};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bnrepro_bn_forward", [&] {
     const int64_t GC = G * C;
     const scalar_t *xp = x.data_ptr<scalar_t>(), *w = flat_or_null<scalar_t>(weight, GC),
                    *b = flat_or_null<scalar_t>(bias, GC);
     scalar_t *y = out.y.data_ptr<scalar_t>(), *k = out.k.data_ptr<scalar_t>(),
-             *rm = flat_or_null<scalar_t>(running_mean, GC), *rv = flat_or_null<scalar_t>(running_var, GC);
-    if (flat)
-      forward_flat(xp, y, record ? out.xhat.data_ptr<scalar_t>() : nullptr, k, w, b, rm, rv, G, N, C, batch_stats,
-                   factor, eps);
-    else if (channels_last(x, grouped))
-      forward_rows(xp, y, k, w, b, rm, rv, N * S, C, batch_stats, factor, eps);
-    else
-      forward_spatial(xp, y, k, w, b, rm, rv, N, C, S, batch_stats, factor, eps);
+             *rm = flat_or_null<scalar_t>(running_mean, GC), *rv = flat_or_null<scalar_t>(running_var, GC),
+             *xhat = record && flat ? out.xhat.data_ptr<scalar_t>() : nullptr;
+    const Renorm<scalar_t> rn{renorm ? (*renorm)[0] : 0.0, renorm ? (*renorm)[1] : 0.0,
+                              renorm ? out.rd.data_ptr<scalar_t>() : nullptr};
+    const Renorm<scalar_t>* rnp = renorm ? &rn : nullptr;
+    for (int64_t s = 0; s < B; ++s) {
+      const int64_t o = s * sub;
+      scalar_t* ks = k + s * k_sub;
+      if (flat)
+        forward_flat(xp + o, y + o, xhat ? xhat + o : nullptr, ks, w, b, rm, rv, G, n, C, batch_stats, factors[s],
+                     eps, rnp);
+      else if (channels_last(x, grouped))
+        forward_rows(xp + o, y + o, ks, w, b, rm, rv, n * S, C, batch_stats, factors[s], eps, rnp);
+      else
+        forward_spatial(xp + o, y + o, ks, w, b, rm, rv, n, C, S, batch_stats, factors[s], eps, rnp);
+    }
   });
   return out;
 }
@@ -407,24 +464,51 @@ struct Grads {
   at::Tensor dx, dgamma, dbeta;  // dgamma, dbeta: the parameters' shape, (C,) or (K, 1, C) grouped
 };
 
-// the closed-form backward of a forward that recorded `saved` (its xhat) and k
-inline Grads backward(const at::Tensor& grad, const at::Tensor& saved, const at::Tensor& k, bool batch_stats,
-                      bool grouped) {
+// the closed-form backward of a forward that recorded `saved` (its xhat), k and rd
+inline Grads backward(const at::Tensor& grad, const at::Tensor& saved, const at::Tensor& k, const at::Tensor& rd,
+                      bool batch_stats, bool grouped) {
   const at::Tensor dy = grad.contiguous(channels_last(saved, grouped) ? at::MemoryFormat::ChannelsLast
                                                                       : at::MemoryFormat::Contiguous);
   const auto [G, N, C, S] = dims(saved, grouped);
+  // k holds each sub-batch's constants in turn, so its size gives the forward's sub-batch count B
+  const int64_t k_sub = (S == 1 ? 1 : 3) * G * C, B = k_sub > 0 ? k.numel() / k_sub : 1, n = N / B, sub = n * C * S,
+                GC = G * C;
   const std::vector<int64_t> param_shape = grouped ? std::vector<int64_t>{G, 1, C} : std::vector<int64_t>{C};
   Grads out{at::empty_like(saved), at::empty(param_shape, saved.options()), at::empty(param_shape, saved.options())};
   AT_DISPATCH_FLOATING_TYPES(saved.scalar_type(), "bnrepro_bn_backward", [&] {
     const scalar_t *dyp = dy.data_ptr<scalar_t>(), *sp = saved.data_ptr<scalar_t>(), *kp = k.data_ptr<scalar_t>();
     scalar_t *dx = out.dx.data_ptr<scalar_t>(), *dgamma = out.dgamma.data_ptr<scalar_t>(),
              *dbeta = out.dbeta.data_ptr<scalar_t>();
-    if (S == 1)
-      backward_flat(dyp, sp, kp, dx, dgamma, dbeta, G, N, C, batch_stats);
-    else if (channels_last(saved, grouped))
-      backward_rows(dyp, sp, kp, dx, dgamma, dbeta, N * S, C, batch_stats);
-    else
-      backward_spatial(dyp, sp, kp, dx, dgamma, dbeta, N, C, S, batch_stats);
+    // each sub-batch's dgamma and dbeta, B > 1: [dgamma of each | dbeta of each]
+    std::vector<scalar_t> parts(B > 1 ? 2 * B * GC : 0);
+    for (int64_t s = 0; s < B; ++s) {
+      const int64_t o = s * sub;
+      const scalar_t* ks = kp + s * k_sub;
+      scalar_t *dg = B > 1 ? parts.data() + s * GC : dgamma, *db = B > 1 ? parts.data() + (B + s) * GC : dbeta;
+      if (S == 1)
+        backward_flat(dyp + o, sp + o, ks, dx + o, dg, db, G, n, C, batch_stats);
+      else if (channels_last(saved, grouped))
+        backward_rows(dyp + o, sp + o, ks, dx + o, dg, db, n * S, C, batch_stats);
+      else
+        backward_spatial(dyp + o, sp + o, ks, dx + o, dg, db, n, C, S, batch_stats);
+    }
+    if (B > 1) {
+      // The sub-batches' gradients added last first, in their dtype: so autograd adds those of BN applied to each
+      // sub-batch by hand (its engine runs the later nodes first), and ghost BN gives their bits.
+      for (int64_t c = 0; c < GC; ++c) {
+        scalar_t sum_g = parts[(B - 1) * GC + c], sum_b = parts[(2 * B - 1) * GC + c];
+        for (int64_t s = B - 2; s >= 0; --s) {
+          sum_g = sum_g + parts[s * GC + c];
+          sum_b = sum_b + parts[(B + s) * GC + c];
+        }
+        dgamma[c] = sum_g;
+        dbeta[c] = sum_b;
+      }
+    }
+    if (rd.defined()) {  // Batch Renormalization: gamma' = gamma * r and beta' = beta + gamma * d, r and d constants
+      const scalar_t* r = rd.data_ptr<scalar_t>();
+      for (int64_t c = 0; c < C; ++c) dgamma[c] = r[c] * dgamma[c] + r[C + c] * dbeta[c];
+    }
   });
   return out;
 }

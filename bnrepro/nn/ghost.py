@@ -3,10 +3,15 @@ statistics come from sub-batches ("ghost batches") of `ghost_batch_size` samples
 large batch normalises with the noise of a small one. In inference nothing changes: the running statistics.
 
 The layers subclass ours and change only which samples share statistics: a training batch of N = G x g samples is
-split along the batch into G consecutive sub-batches, each normalised by the parent's forward (its closed-form
-backward and C++ kernel included), and the outputs joined in order. That is, exactly, BN applied to each sub-batch
-in turn, running statistics too: they move once per sub-batch (G updates a step, so momentum acts G times;
-momentum=None averages over every sub-batch seen).
+G consecutive sub-batches, each normalised as the parent layer normalises it alone, and the outputs joined in
+order. That is, exactly, BN applied to each sub-batch in turn, running statistics too: they move once per sub-batch
+(G updates a step, so momentum acts G times; momentum=None averages over every sub-batch seen).
+
+Two paths give those numbers. Where the C++ kernel runs (CPU), one call normalises all G sub-batches and one
+autograd node backs them (batchnorm_cpu.h's sub-batches: the same loops on each sub-batch, the running statistics
+moved in turn, the gradients of gamma and beta added in autograd's order), bit for bit the hand-split batch, without
+G layer calls, G autograd nodes and a concatenation a step. Elsewhere (CUDA, torch ops) the batch is split by hand:
+the parent's forward on each sub-batch, its outputs concatenated.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bnrepro.nn.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm
+from bnrepro.nn.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm, _kernel_for
 
 
 class _GhostBatchNorm(_BatchNorm):
@@ -33,6 +38,8 @@ class _GhostBatchNorm(_BatchNorm):
             return super().forward(x)
         if n % g:
             raise ValueError(f"ghost_batch_size {g} does not divide the batch of {n} samples")
+        if _kernel_for(x) is not None:
+            return self._normalise(x, n // g)  # the kernel's sub-batches
         normalise = super().forward
         return torch.cat([normalise(chunk) for chunk in x.split(g)])
 

@@ -12,12 +12,16 @@ r and d are per-channel constants, so the layer is BN with gamma' = gamma * r an
 
     y = gamma' * xhat + beta'.
 
-The layer runs exactly that: our BN's forward and closed-form backward (and C++ kernel) on (gamma', beta'), and
-the chain rule through those two per-channel products (dgamma = r * dgamma' + d * dbeta', dbeta = dbeta'). That
-is BRN's closed-form backward (the paper's Algorithm 1 gradients): dx = gamma * r / sigma_B * (dy - mean(dy) -
-xhat * mean(dy * xhat)), the BN gradient with gamma * r. With r_max = 1 and d_max = 0, r is 1 and d is 0 exactly,
-so BRN gives BN's numbers bit for bit. On CPU, r and d come from one call into batchnorm_cpu.cpp
-(renorm_constants), the torch ops below elsewhere.
+The layer runs exactly that: our BN's forward and closed-form backward on (gamma', beta'), and the chain rule
+through those two per-channel products (dgamma = r * dgamma' + d * dbeta', dbeta = dbeta'). That is BRN's
+closed-form backward (the paper's Algorithm 1 gradients): dx = gamma * r / sigma_B * (dy - mean(dy) - xhat *
+mean(dy * xhat)), the BN gradient with gamma * r. With r_max = 1 and d_max = 0, r is 1 and d is 0 exactly, so BRN
+gives BN's numbers bit for bit.
+
+Two paths run it. Where the C++ kernel runs (CPU), BN's one kernel call does it all (batchnorm_cpu.h's Renorm):
+r and d from the batch statistics it computes for normalising, gamma' and beta' per channel, and in its backward
+the chain rule, one autograd node in all. Elsewhere (CUDA, torch ops) r and d are torch ops below, and gamma' and
+beta' two autograd-tracked products, given to BN as its parameters.
 
 r_max and d_max follow the paper's schedule, read from the layer's own count of training batches
 (num_batches_tracked, in its state_dict, so a resumed run continues the schedule): 1 and 0 for the first
@@ -33,8 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bnrepro.nn import cpu_kernel
-from bnrepro.nn.batchnorm import _KERNEL_DTYPES, BatchNorm1d, BatchNorm2d, _batch_norm, _BatchNorm, _state
+from bnrepro.nn.batchnorm import BatchNorm1d, BatchNorm2d, _batch_norm, _BatchNorm, _kernel_for, _state
 
 
 class _BatchRenorm(_BatchNorm):
@@ -79,18 +82,18 @@ class _BatchRenorm(_BatchNorm):
         if m <= 1:  # BN's own error for a batch without variance
             return super().forward(x)
         r_max, d_max = self.limits(int(num_batches))
-        if x.is_cpu and x.dtype in _KERNEL_DTYPES and (kernel := cpu_kernel.kernel()) is not None:
-            r, d = kernel.renorm_constants(x, running_mean, running_var, self.eps, r_max, d_max)  # one fused call
-        else:
-            # the batch statistics BN normalises by (two passes, as BN computes them), per channel (C,)
-            mean = x.detach().sum(dims, keep).mul_(1 / m)
-            centred = x.detach() - mean
-            std_b = centred.mul_(centred).sum(dims).mul_(1 / m).add_(self.eps).sqrt_()
-            if keep:
-                mean = mean.view(-1)
-            std = running_var.add(self.eps).sqrt_()
-            r = std_b.div_(std).clamp_(1 / r_max, r_max)
-            d = mean.sub_(running_mean).div_(std).clamp_(-d_max, d_max)
+        if _kernel_for(x) is not None:  # r, d, gamma', beta' and the chain rule inside BN's kernel call
+            return _batch_norm(x, weight, bias, running_mean, running_var, num_batches, True, self.momentum, self.eps,
+                               m, layout, renorm=(r_max, d_max))
+        # the batch statistics BN normalises by (two passes, as BN computes them), per channel (C,)
+        mean = x.detach().sum(dims, keep).mul_(1 / m)
+        centred = x.detach() - mean
+        std_b = centred.mul_(centred).sum(dims).mul_(1 / m).add_(self.eps).sqrt_()
+        if keep:
+            mean = mean.view(-1)
+        std = running_var.add(self.eps).sqrt_()
+        r = std_b.div_(std).clamp_(1 / r_max, r_max)
+        d = mean.sub_(running_mean).div_(std).clamp_(-d_max, d_max)
         # gamma' = gamma * r and beta' = beta + gamma * d carry autograd's chain rule back to gamma and beta
         folded_bias = weight * d if bias is None else torch.addcmul(bias, weight, d)
         return _batch_norm(x, weight * r, folded_bias, running_mean, running_var, num_batches, True, self.momentum,
