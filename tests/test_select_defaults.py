@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+# stacked in one process (the launcher writes the basic launcher's runs: test_vectorized): the fastest way to the runs
 SHORT = ("model.bn=none", "seed=0,1", "train.steps=500", "train.eval_every=500", "train.progress=false",
-         "wandb.mode=disabled")
+         "wandb.mode=disabled", "hydra/launcher=vectorized", "hydra.launcher.n_jobs=1")
 
 
 def _script():
