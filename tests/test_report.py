@@ -27,9 +27,10 @@ from bnrepro.report.load import load_runs
 from bnrepro.report.markdown import Section, Skipped
 from bnrepro.report.names import data_name, model_name
 from bnrepro.report.sections import Context, section, unregister
+from bnrepro.report.sections.accuracy_table import bn_pairs
 from bnrepro.report.sections.batch import INFERENCE_STEM, SIZE_STEM
 from bnrepro.report.sections.sec42 import FIG2_STEM
-from bnrepro.report.slices import choose_base_lr
+from bnrepro.report.slices import choose_base_lr, fixed_by
 from bnrepro.report.stats import Drift, difference, mean_interval, t_quantile, taps
 
 # single-threaded torch: on a 2-core box this tiny MLP trains ~10x faster than with 2 threads
@@ -539,3 +540,16 @@ def test_settings_of_another_model_do_not_break_the_slices(sweeps: list[Path], t
     assert fig1a_title in ("MNIST test accuracy (MLP)", "MNIST test accuracy (CNN)")  # pinned to one model
     assert "- Model: MLP, CNN; data set: MNIST" in md
     assert "channels=None" not in md and "dropout=None" not in md  # a setting the pinned model lacks reads "–"
+
+
+def test_a_named_configuration_is_labelled_by_the_keys_its_recipe_does_not_decide() -> None:
+    runs = pd.DataFrame({"variant": ["BN", "BN", "BRN", "BRN", "no BN"],
+                         "model.norm": ["bn", "bn", "brn", "brn", "bn"],
+                         "train.batch_size": [2, 60, 2, 60, 2]})
+    assert fixed_by(runs, ["model.norm", "train.batch_size"]) == {"model.norm"}
+    assert fixed_by(runs.drop(columns="variant"), ["model.norm"]) == set()  # no names: nothing is decided by one
+    groups = [({"model.bn": bn, "train.batch_size": 2}, pd.DataFrame({"final_test_acc": accs}))
+              for bn, accs in (("before", [0.9, 0.8]), ("none", [0.5, 0.4]))]
+    keys = ["model.bn", "train.batch_size"]
+    assert [name for name, _ in bn_pairs(groups, keys)] == ["batch_size=2"]
+    assert [name for name, _ in bn_pairs(groups, keys, unnamed={"train.batch_size"})] == ["bn=before"]

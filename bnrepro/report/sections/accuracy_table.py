@@ -3,6 +3,7 @@ each beyond the seeds' spread."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -22,7 +23,7 @@ def _finals(runs: pd.DataFrame) -> list[float]:
     return runs["final_test_acc"].dropna().astype(float).tolist()
 
 
-def bn_pairs(groups: Groups, varying: list[str], unnamed: set[str] = frozenset()) -> list[tuple[str, Interval | None]]:
+def bn_pairs(groups: Groups, varying: list[str], unnamed: Collection[str] = ()) -> list[tuple[str, Interval | None]]:
     """(a configuration with BN, the interval of its final accuracy minus its no-BN twin's) for each that has one;
     a configuration is named by its varying keys, `unnamed` (keys that its recipe's name decides) aside."""
     if BN not in varying:
