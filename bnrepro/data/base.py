@@ -5,6 +5,8 @@ A data set is a subclass of `Dataset`, named in `conf/data/<name>.yaml` by `_tar
 - `name`, `input_shape`, `num_classes`, `train_size`: known before anything loads, so that a config can be
   checked against them (a batch larger than the training set, a model of another input shape);
 - `load(device)`: the four tensors, verified, on the device;
+- `loss(outputs, targets)`: the task's training loss, a mean over the batch (default: cross-entropy over class
+  labels); a regression data set overrides it with its own (e.g. an l2 loss);
 - optionally `augment(x, generator)`: a training batch with random distortions, which the training loop asks for
   when the config's `augment` is true (the default: random shifts, for image data sets whose Config subclasses
   `AugmentOptions`).
@@ -80,6 +82,11 @@ class Dataset:
 
     def load(self, device: torch.device | str = "cpu") -> Splits:
         raise NotImplementedError
+
+    @staticmethod
+    def loss(outputs: Tensor, targets: Tensor) -> Tensor:
+        """outputs (B, num_classes) logits, targets (B,) labels -> the batch's mean cross-entropy."""
+        return F.cross_entropy(outputs, targets)
 
     def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """A training batch (B, *input_shape) distorted, its randomness drawn from `generator` alone (a resumed

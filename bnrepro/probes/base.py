@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +30,11 @@ class ProbeView:
     model: Model  # the model alone; in a stack only its structure (names, config) is current, not its weights
     grads: dict[str, Tensor | None]  # this step's gradient of every parameter, by the model's parameter names
     stacked: bool  # trained as one of a stack: only `grads` is live
+    # a model alone only (None in a stack): the step's batch as the model took it, (inputs, targets); the task's
+    # loss, (outputs, targets) -> mean over the batch; and the optimizer, its state as before this step's update
+    batch: tuple[Any, Tensor] | None = None
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None
+    optimizer: torch.optim.Optimizer | None = None
 
 
 class Probe:

@@ -217,7 +217,8 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
                 part = list(part)
                 if len(part) == 1:
                     i = part[0]
-                    trainer = SingleTrainer(models[i], optimizers[i], data.train_x, data.train_y, evaluator)
+                    trainer = SingleTrainer(models[i], optimizers[i], data.train_x, data.train_y, evaluator,
+                                            loss=dataset.loss)
                 else:
                     trainer = StackedTrainer([models[i] for i in part], [optimizers[i] for i in part],
                                              [effective_lr(jobs[i].cfg.optim, cfg.train.batch_size) for i in part],

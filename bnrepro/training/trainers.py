@@ -19,6 +19,8 @@ from bnrepro.probes.base import ProbeView, norms_of
 from bnrepro.training.evaluation import Evaluation, Evaluator
 from bnrepro.training.optim import SGD, StackedSGD
 
+Loss = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> the batch's mean loss
+
 
 def bn_columns(model: Model) -> dict[str, str]:
     """grad_norm/<gamma|beta>/<layer> -> the parameter's name, gamma's of every layer first."""
@@ -34,8 +36,10 @@ class SingleTrainer:
     k = 1
 
     def __init__(self, model: Model, optimizer: SGD, train_x: Tensor, train_y: Tensor,
-                 evaluator: Evaluator) -> None:
-        self.model, self.optimizer, self.evaluator = model, optimizer, evaluator
+                 evaluator: Evaluator, loss: Loss = F.cross_entropy) -> None:
+        """loss: the task's, (outputs, targets) -> the batch's mean (Dataset.loss)."""
+        self.model, self.optimizer, self.evaluator, self.loss = model, optimizer, evaluator, loss
+        self.batch: tuple[Any, Tensor] | None = None  # the last step's (inputs, targets), for probes
         self.train_x, self.train_y = model.prepare_inputs(train_x, evaluation=False), train_y
         self.images = train_x  # (N, *input_shape): what an augmentation distorts before prepare_inputs
         self._bn_columns = bn_columns(model)
@@ -47,8 +51,9 @@ class SingleTrainer:
             x = self.train_x.index_select(0, idx)
         else:
             x = self.model.prepare_inputs(augment(self.images.index_select(0, idx)), evaluation=False)
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, self.train_y.index_select(0, idx))
+        y = self.train_y.index_select(0, idx)
+        self.batch = (x, y)
+        loss = self.loss(self.model(x), y)
         value = loss.item()
         if active[0] and value <= max_loss:
             self.optimizer.zero_grad(set_to_none=True)
@@ -77,7 +82,8 @@ class SingleTrainer:
         return norms_of(self._grads(), self._bn_columns)
 
     def probe_view(self, k: int, step: int) -> ProbeView:
-        return ProbeView(step, self.model, self._grads(), stacked=False)
+        return ProbeView(step, self.model, self._grads(), stacked=False, batch=self.batch, loss=self.loss,
+                         optimizer=self.optimizer)
 
     def export(self, k: int) -> tuple[Model, SGD]:
         return self.model, self.optimizer
