@@ -1,7 +1,8 @@
 """`bnrepro-train`: one training run (or, with -m, a sweep of them) from the Hydra configs in conf/.
 
-Only Hydra and the config schema load before the config is validated: torch and wandb take
-seconds to import, and a config mistake is reported before paying for them.
+The config is validated first, with only Hydra, the config schema and the chosen parts' modules (and so torch)
+loaded: a config mistake is reported before any data set loads, any run folder is written or wandb (seconds to
+import) loads.
 
 Every anticipated failure ends the command with one line on stderr and its own exit code (bnrepro/errors.py,
 README: "Reliability: guarantees and exit codes"); an unexpected one keeps its traceback.

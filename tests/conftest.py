@@ -7,11 +7,12 @@ import csv
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from warm_cli import WarmCLI
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,18 +45,27 @@ def cli_env(data_root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def cli(cli_env: dict[str, str]) -> CLI:
-    """Run `bnrepro-train` (as `python -m bnrepro.train`) with the session's data cache, no network."""
+def cli(cli_env: dict[str, str]) -> Iterator[CLI]:
+    """Run `bnrepro-train` with the session's data cache, no network: a process forked from a warm interpreter
+    (warm_cli.py); with `env`, which can change what modules read as they import, a fresh `python -m bnrepro.train`."""
+    warm: WarmCLI | None = None
 
     def run(*overrides: str, check: bool = True, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*TRAIN, *_quiet(overrides)], cwd=REPO, env={**cli_env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout)
+        nonlocal warm
+        if env is None:
+            warm = warm or WarmCLI(cli_env, REPO)
+            proc = warm.run(_quiet(overrides), REPO, cli_env, timeout)
+        else:
+            proc = subprocess.run([*TRAIN, *_quiet(overrides)], cwd=REPO, env={**cli_env, **env},
+                                  capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc
 
-    return run
+    yield run
+    if warm is not None:
+        warm.close()
 
 
 @pytest.fixture(scope="session")
