@@ -2,7 +2,7 @@
 
 from bnrepro.models.base import Model, Stacked
 from bnrepro.models.cnn import CNN
-from bnrepro.models.mlp import MLP, StackedMLP
+from bnrepro.models.mlp import MLP, DeepMLP, StackedMLP
 from bnrepro.models.sparse import SparseRows
 
-__all__ = ["CNN", "MLP", "Model", "SparseRows", "Stacked", "StackedMLP"]
+__all__ = ["CNN", "DeepMLP", "MLP", "Model", "SparseRows", "Stacked", "StackedMLP"]

@@ -42,13 +42,42 @@ class MLPConfig(NetworkOptions):
     dropout: float = 0.0  # drop probability on the last hidden layer's output, in training (as the CNN's)
 
     def check(self) -> None:
-        check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "hidden", list(self.hidden),
-              "a non-empty list of positive integers")
+        self.check_widths()
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "0 <= dropout < 1")
         super().check()
 
-    def tap_widths(self) -> list[int]:
+    def check_widths(self) -> None:
+        check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "hidden", list(self.hidden),
+              "a non-empty list of positive integers")
+
+    def widths(self) -> list[int]:
+        """The hidden layers' widths, first to last."""
         return list(self.hidden)
+
+    def tap_widths(self) -> list[int]:
+        return self.widths()
+
+
+@dataclass
+class DeepMLPConfig(MLPConfig):
+    """The MLP as `depth` hidden layers of `width` units each: depth is one number to sweep (model=deep_mlp).
+
+    A class of its own, so that model=mlp's schema, and with it every existing run's config digest, stays as it
+    was. `hidden` stays null: depth and width decide the layers, and a list beside them would contradict them.
+    """
+
+    hidden: list[int] | None = None
+    depth: int = 3
+    width: int = 100
+
+    def check_widths(self) -> None:
+        check(self.hidden is None, "hidden", None if self.hidden is None else list(self.hidden),
+              "null with model=deep_mlp (model.depth and model.width decide the hidden layers)")
+        check(self.depth > 0, "depth", self.depth, "a positive number of hidden layers")
+        check(self.width > 0, "width", self.width, "a positive number of units per hidden layer")
+
+    def widths(self) -> list[int]:
+        return [self.width] * self.depth
 
 
 class HiddenLayer(nn.Module):
@@ -102,7 +131,7 @@ class MLP(Model):
         self.act = ACTIVATIONS[c.activation]
         self.bn_before = c.bn == "before"
         bn_layer = None if c.bn == "none" else BN_LAYERS[c.bn_impl]
-        widths = [math.prod(self.input_shape), *c.hidden]
+        widths = [math.prod(self.input_shape), *c.widths()]
         self.hidden = nn.ModuleList(
             HiddenLayer(a, b, c.bn, norm_layer(bn_layer, b, c)) for a, b in zip(widths[:-1], widths[1:])
         )
@@ -141,6 +170,12 @@ class MLP(Model):
     @classmethod
     def stack(cls, models: Sequence[MLP]) -> StackedMLP:
         return StackedMLP(models)
+
+
+class DeepMLP(MLP):
+    """The MLP with `depth` hidden layers of `width` units (DeepMLPConfig): depth as one sweepable number."""
+
+    Config = DeepMLPConfig
 
 
 # ATen's elementwise loops compute a tensor's last (numel % 2 vector widths) values with scalar code, whose

@@ -67,6 +67,11 @@ def _sections(ctx: sections.Context) -> list[Section | Skipped]:
     if ctx.runs.empty:
         return [Skipped("All figures and tables", "no finished runs")]
     entries = sections.registered()
+    alone = [made for entry in entries if entry.alone and isinstance(made := entry.build(ctx), Section)]
+    if alone:
+        return [*alone, Skipped("The training sections", f"the runs measure, they do not train: "
+                                f"{', '.join(s.title for s in alone)}")]
+    entries = [entry for entry in entries if not entry.alone]
     if not ctx.named:
         made = [entry.build(ctx) for entry in entries]
     else:

@@ -50,3 +50,9 @@ HIGH_LR_TO = 30
 # Two config floats this close (relative) are one setting: 3 * 0.1 != 0.3 in binary, and an lr written as
 # a multiple of the base lr must still match the run that used it.
 SAME_VALUE_REL_TOL = 1e-9
+
+# Gradients at initialisation (experiment=init_gradients): a network's per-layer gradient norms count as level across
+# layers when the interval of their growth rate per layer lies within [1/LEVEL_RATE, LEVEL_RATE]. Yang et al. (2019)
+# predict BN's rate with ReLU as pi / (pi - 1) ~ 1.47 a layer; 1.05 is an eighth of that in log terms, and changes a
+# gradient by at most 1.05^50 ~ 11x over this study's deepest network, where BN's rate would change it ~2e8x.
+LEVEL_RATE = 1.05

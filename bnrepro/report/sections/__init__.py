@@ -59,6 +59,7 @@ class Entry:
     stems: tuple[str, ...]  # file stems the section may save figures under
     build: Build
     axes: bool  # compares runs along model.bn and optim.lr with every other setting pinned (see section())
+    alone: bool = False  # where it has something to say, it is the whole report (see section())
 
 
 _registry: dict[str, Entry] = {}
@@ -68,12 +69,15 @@ def _name(build: Build) -> str:
     return f"{build.__module__}.{build.__qualname__}"
 
 
-def section(order: float, stems: tuple[str, ...] = (), axes: bool = False) -> Callable[[Build], Build]:
+def section(order: float, stems: tuple[str, ...] = (), axes: bool = False,
+            alone: bool = False) -> Callable[[Build], Build]:
     """Register the decorated `build(ctx)` as a report section at `order`, saving figures only under `stems`.
 
     axes: the section reads the run set as a sweep over model.bn and optim.lr, pinning every other setting to one
     value (Figure 1, the lr sweep). Runs of several named configurations (recipes, e.g. Sec. 4.2's BN-x5) differ
     in many settings at once, so such a section would compare an arbitrary slice of them: it is left out there.
+    alone: the section's runs are a measurement, not training (e.g. one step at the initial weights), so where it
+    returns a Section no other section has anything to say: they are left out of that report.
     """
 
     def register(build: Build) -> Build:
@@ -81,7 +85,7 @@ def section(order: float, stems: tuple[str, ...] = (), axes: bool = False) -> Ca
         taken = {s: e.name for e in _registry.values() if e.name != name for s in e.stems}
         if clash := [f"{s} (by {taken[s]})" for s in stems if s in taken]:
             raise ValueError(f"{name}: figure stems already declared: {', '.join(clash)}")
-        _registry[name] = Entry(name, order, tuple(stems), build, axes)
+        _registry[name] = Entry(name, order, tuple(stems), build, axes, alone)
         return build
 
     return register
