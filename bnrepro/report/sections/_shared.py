@@ -41,12 +41,17 @@ def shared_lr(runs: pd.DataFrame) -> str:
 def named_study(ctx: Any, variants: tuple[str, ...], marks: tuple[str, ...]) -> dict[str, pd.DataFrame]:
     """The runs of one study of named configurations (config `variant`, recipe/), by variant in `variants`' order:
     those of the experiments (config `name`) that ran a variant in `marks`, so that the same variant names from other
-    studies reported alongside ("no BN", "BN") stay out. Empty when no run is of a marking variant."""
+    studies reported alongside ("no BN", "BN") stay out. Empty when no run is of a marking variant; ValueError (the
+    reason a section is skipped) when marking runs come from several experiments."""
     runs = ctx.runs
     if "variant" not in runs or not runs["variant"].isin(marks).any():
         return {}
     if "name" in runs:
-        runs = runs[runs["name"].isin(set(runs.loc[runs["variant"].isin(marks), "name"]))]
+        names = set(runs.loc[runs["variant"].isin(marks), "name"])
+        if len(names) > 1:  # e.g. the MLP's and the conv net's: one table would mix two networks
+            raise ValueError(f"runs of several experiments ({', '.join(sorted(map(str, names)))}): report each on "
+                             "its own")
+        runs = runs[runs["name"].isin(names)]
     return {v: g for v in variants if len(g := runs[runs["variant"] == v])}
 
 

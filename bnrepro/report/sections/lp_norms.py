@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bnrepro.report import claims, draw
-from bnrepro.report.markdown import Section
+from bnrepro.report.markdown import Section, Skipped
 from bnrepro.report.names import accuracy_title, data_name, model_name
 from bnrepro.report.sections import Context, section
 from bnrepro.report.sections._shared import BAND, named_study, variant_row
@@ -23,14 +23,18 @@ NO_BN, BN = "no BN", "BN"
 LP = ("l1 norm", "l2 norm", "linf norm")
 VARIANTS = (NO_BN, BN, *LP)
 CURVES = "lp_norms_accuracy"
+TITLE = "lp normalisation"
 WHERE = "Santurkar et al. 2018, Sec. 4"
 FINDING = ("Normalising by the l1, l2 or l-infinity norm of the centred activations instead of their standard "
            "deviation trains as well as BN.")
 
 
 @section(order=92, stems=(CURVES,))
-def lp_norms(ctx: Context) -> Section | None:
-    study = named_study(ctx, VARIANTS, LP)
+def lp_norms(ctx: Context) -> Section | Skipped | None:
+    try:
+        study = named_study(ctx, VARIANTS, LP)
+    except ValueError as e:
+        return Skipped(TITLE, str(e))
     if not study:
         return None
     runs = next(iter(study.values()))
@@ -51,5 +55,5 @@ def lp_norms(ctx: Context) -> Section | None:
                f"estimates of the mean and of that scale). {BAND} Table: final test accuracy, mean and "
                f"{CONFIDENCE:.0%} interval over seeds; - BN: the difference of the seed means from BN's with its "
                "Welch interval; stalled: completed but never above chance.")
-    return Section(f"lp normalisation: {what}", caption, found, files=ctx.save(figure, CURVES),
+    return Section(f"{TITLE}: {what}", caption, found, files=ctx.save(figure, CURVES),
                    table=pd.DataFrame(rows))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bnrepro.report import claims, draw
-from bnrepro.report.markdown import Section
+from bnrepro.report.markdown import Section, Skipped
 from bnrepro.report.names import accuracy_title, data_name, model_name
 from bnrepro.report.sections import Context, section
 from bnrepro.report.sections._shared import BAND, named_study, variant_row
@@ -27,6 +27,7 @@ from bnrepro.report.thresholds import EARLY_FRACTION
 NO_BN, BN, NOISY, NOISE_ONLY = "no BN", "BN", "noisy BN", "noise without BN"
 VARIANTS = (NO_BN, BN, NOISY, NOISE_ONLY)
 CURVES, PERCENTILES = "noisy_bn_accuracy", "noisy_bn_percentiles"
+TITLE = "Noisy BN"
 WHERE = "Santurkar et al. 2018, Sec. 2.1, Fig. 2"
 FINDINGS = {
     "noisy": "BN with random noise added after each BN layer at every step (noisy BN) trains about as well as BN.",
@@ -35,8 +36,11 @@ FINDINGS = {
 
 
 @section(order=90, stems=(CURVES, PERCENTILES))
-def noisy_bn(ctx: Context) -> Section | None:
-    study = named_study(ctx, VARIANTS, (NOISY, NOISE_ONLY))
+def noisy_bn(ctx: Context) -> Section | Skipped | None:
+    try:
+        study = named_study(ctx, VARIANTS, (NOISY, NOISE_ONLY))
+    except ValueError as e:
+        return Skipped(TITLE, str(e))
     if not study:
         return None
     runs = next(iter(study.values()))
@@ -81,4 +85,4 @@ def noisy_bn(ctx: Context) -> Section | None:
                f"one network per panel (seed {seed}), the tracked unit's activation input over the test set in "
                "inference mode, where the noise is off; one row per hidden layer.")
     rows = [{"configuration": v, **variant_row(g)} for v, g in study.items()]
-    return Section(f"Noisy BN: {what}", caption, found, files=files, table=pd.DataFrame(rows))
+    return Section(f"{TITLE}: {what}", caption, found, files=files, table=pd.DataFrame(rows))
