@@ -252,6 +252,11 @@ def validate(cfg: Any) -> DictConfig:
     check(0 <= tr.gap_samples <= data_cls.train_size and (tr.gap_samples == 0 or tr.gap_samples >= t.batch_size),
           "tracking.gap_samples", tr.gap_samples, f"0, or from train.batch_size ({t.batch_size}) to "
           f"{data_cls.name}'s {data_cls.train_size} training samples")
+    if tr.precise_bn_batches or tr.batch_stats_eval or tr.gap_samples:  # they rewrite or bypass BN's variance
+        measurable = getattr(settings, "measures_bn_statistics", lambda: True)()
+        check(measurable, "model.norm", getattr(settings, "norm", None), "bn or brn with "
+              "tracking.precise_bn_batches, batch_stats_eval or gap_samples (they measure BN's mean and variance, "
+              "which the lp layers do not keep)")
     least_test = t.batch_size if tr.batch_stats_eval else 1  # batch-statistics evaluation needs one whole batch
     check(tr.test_samples is None or least_test <= tr.test_samples <= data_cls.test_size, "tracking.test_samples",
           tr.test_samples, f"null (all), or from {least_test} to {data_cls.name}'s {data_cls.test_size} test samples"

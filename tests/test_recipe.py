@@ -297,15 +297,15 @@ def _comparable(rows: list[dict]) -> list[dict[str, str]]:
 
 def test_resume_with_dropout_augmentation_shards_and_schedule_is_bit_identical(tmp_path: Path) -> None:
     """A run stopped mid-way (as SIGTERM stops it) and resumed from its checkpoint ends as the uninterrupted run,
-    though dropout (torch's global RNG), the distortions (their own generator), the shard order and the schedule
-    all draw or change along the way."""
+    though dropout and noisy BN's noise (torch's global RNG), the distortions (their own generator), the shard order
+    and the schedule all draw or change along the way."""
     optim = OmegaConf.create({"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": False,
                               "schedule": "exponential", "gamma": 0.5, "every": 30})
     options = {"shuffle": "shards", "shard_size": 36, "lr_scale": lr_schedule(optim),
                "augment": MNIST(augment=True, shift=2).augment}
 
     def start() -> tuple[MLP, torch.optim.Optimizer]:
-        model = _small_mlp(5, dropout=0.3)  # a run's start: its seed, then its constructor
+        model = _small_mlp(5, dropout=0.3, bn="before", bn_noise=True)  # a run's start: its seed, then its constructor
         return model, build_optimizer(model.parameters(), optim)
 
     model, optimizer = start()

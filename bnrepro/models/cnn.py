@@ -17,7 +17,7 @@ steps: short of what would pay for a stacked form.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,16 @@ from torch import Tensor, nn
 
 from bnrepro import nn as bnn
 from bnrepro.models.base import Model
-from bnrepro.models.options import ACTIVATIONS, ACTIVATIONS_IN_PLACE, NetworkOptions, init_weights, norm_layer
+from bnrepro.models.options import (
+    ACTIVATIONS,
+    ACTIVATIONS_IN_PLACE,
+    NetworkOptions,
+    NormSlot,
+    init_weights,
+    noise_before,
+    noise_layer,
+    norm_layer,
+)
 from bnrepro.parts import ConfigError, check
 
 # (conv layers' BN, fully connected layers' BN) of each implementation
@@ -57,12 +66,13 @@ class CNNConfig(NetworkOptions):
         return [*self.channels, *self.hidden]
 
 
-class Layer(nn.Module):
-    """A conv or linear op -> [BN] -> activation -> [BN]; the forward reads `op` and `norm` directly."""
+class Layer(NormSlot):
+    """A conv or linear op -> [BN [noise]] -> activation -> [BN [noise]]; the forward reads `op` and `transform`
+    (BN, then noisy BN's noise if any; the noise alone without BN, before the activation) directly."""
 
-    def __init__(self, op: nn.Conv2d | nn.Linear, norm: nn.Module | None) -> None:
+    def __init__(self, op: nn.Conv2d | nn.Linear, norm: nn.Module | None, noise: nn.Module | None) -> None:
         super().__init__()
-        self.op, self.norm = op, norm
+        self.op, self.norm, self.noise = op, norm, noise
 
 
 class CNN(Model):
@@ -76,9 +86,9 @@ class CNN(Model):
         if len(self.input_shape) != 3:
             raise ValueError(f"CNN takes images, input_shape (C, H, W), got {self.input_shape}")
         self.act, self.act_in_place = ACTIVATIONS[c.activation], ACTIVATIONS_IN_PLACE[c.activation]
-        self.bn_before = c.bn == "before"
+        self.bn_before = noise_before(c)
         bn_2d, bn_1d = BN_LAYERS[c.bn_impl] if c.bn != "none" else (None, None)
-        bias = not self.bn_before  # BN's beta replaces the bias it would cancel anyway (Sec. 3.2)
+        bias = c.bn != "before"  # BN's beta replaces the bias it would cancel anyway (Sec. 3.2)
 
         in_channels, height, width = self.input_shape
         # pool after conv i (0-based) when (i + 1) is a multiple of pool_every
@@ -88,11 +98,14 @@ class CNN(Model):
             raise ConfigError("pool_every", c.pool_every, f"few enough pools ({len(c.channels)} convs // pool_every) "
                               f"that the {height}x{width} input stays at least 1x1")
         widths = [in_channels, *c.channels]
-        self.convs = nn.ModuleList(Layer(nn.Conv2d(a, b, 3, padding=1, bias=bias), norm_layer(bn_2d, b, c))
-                                   for a, b in zip(widths[:-1], widths[1:]))
+        self.convs = nn.ModuleList(
+            Layer(nn.Conv2d(a, b, 3, padding=1, bias=bias), norm_layer(bn_2d, b, c), noise_layer(c))
+            for a, b in zip(widths[:-1], widths[1:])
+        )
         widths = [c.channels[-1] * (height >> pools) * (width >> pools), *c.hidden]
         self.fcs = nn.ModuleList(
-            Layer(nn.Linear(a, b, bias=bias), norm_layer(bn_1d, b, c)) for a, b in zip(widths[:-1], widths[1:])
+            Layer(nn.Linear(a, b, bias=bias), norm_layer(bn_1d, b, c), noise_layer(c))
+            for a, b in zip(widths[:-1], widths[1:])
         )
         self.out = nn.Linear(widths[-1], num_classes)
         init_weights([*(layer.op for layer in [*self.convs, *self.fcs]), self.out], c)
@@ -112,8 +125,10 @@ class CNN(Model):
     def weight_params(self) -> dict[str, str]:
         return {**{name: f"{path}.op.weight" for name, path, _ in self._named_layers()}, "out": "out.weight"}
 
-    def _hidden(self, z: Tensor, norm: nn.Module | None, taps: list[Tensor] | None, unit: int | None) -> Tensor:
-        """[BN] -> activation -> [BN] of a conv or linear output z, recording the activation's input as a tap."""
+    def _hidden(self, z: Tensor, norm: Callable[[Tensor], Tensor] | None, taps: list[Tensor] | None,
+                unit: int | None) -> Tensor:
+        """[norm] -> activation -> [norm] of a conv or linear output z, recording the activation's input as a tap;
+        norm: what the layer applies in BN's place (Layer.transform)."""
         if self.bn_before:
             z = norm(z)
         if taps is not None:
@@ -135,12 +150,12 @@ class CNN(Model):
         for layer, pool in zip(self.convs, self.pool_after):
             conv = layer.op
             z = F.conv2d(x, conv.weight, conv.bias, padding=1)  # (B, C_out, H, W): padding 1 keeps H, W
-            x = self._hidden(z, layer.norm, taps, unit)
+            x = self._hidden(z, layer.transform, taps, unit)
             if pool:
                 x = F.max_pool2d(x, 2)  # (B, C_out, H // 2, W // 2)
         x = x.flatten(1)  # (B, C_last * H' * W')
         for layer in self.fcs:
-            x = self._hidden(F.linear(x, layer.op.weight, layer.op.bias), layer.norm, taps, unit)  # (B, units)
+            x = self._hidden(F.linear(x, layer.op.weight, layer.op.bias), layer.transform, taps, unit)  # (B, units)
         x = F.dropout(x, self.cfg.dropout, self.training)  # on the last hidden output only, as is usual
         return F.linear(x, self.out.weight, self.out.bias)  # (B, classes)
 

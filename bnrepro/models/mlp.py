@@ -25,7 +25,15 @@ from torch import Tensor, nn
 
 from bnrepro import nn as bnn
 from bnrepro.models.base import Model
-from bnrepro.models.options import ACTIVATIONS, NetworkOptions, init_weights, norm_layer
+from bnrepro.models.options import (
+    ACTIVATIONS,
+    NetworkOptions,
+    NormSlot,
+    init_weights,
+    noise_before,
+    noise_layer,
+    norm_layer,
+)
 from bnrepro.models.sparse import SparseRows
 from bnrepro.nn import batch_norm_stacked, cpu_kernel
 from bnrepro.parts import check
@@ -80,14 +88,15 @@ class DeepMLPConfig(MLPConfig):
         return [self.width] * self.depth
 
 
-class HiddenLayer(nn.Module):
-    """Linear -> [BN] -> activation -> [BN]; `bn` says where BN sits, if anywhere."""
+class HiddenLayer(NormSlot):
+    """Linear -> [BN [noise]] -> activation -> [BN [noise]]; `bn` says where BN sits, if anywhere (noise without
+    BN sits before the activation)."""
 
-    def __init__(self, fan_in: int, width: int, bn: str, norm: nn.Module | None) -> None:
+    def __init__(self, fan_in: int, width: int, bn: str, norm: nn.Module | None, noise: nn.Module | None) -> None:
         super().__init__()
         # BN's beta replaces the bias it would cancel anyway (Sec. 3.2)
         self.linear = nn.Linear(fan_in, width, bias=bn != "before")
-        self.norm = norm
+        self.norm, self.noise = norm, noise
 
 
 def mlp_forward(x: Any, layers: Sequence[tuple[Tensor, Tensor | None, Callable | None]],
@@ -129,11 +138,11 @@ class MLP(Model):
         super().__init__(cfg, input_shape=input_shape, num_classes=num_classes, **settings)
         c = self.cfg
         self.act = ACTIVATIONS[c.activation]
-        self.bn_before = c.bn == "before"
+        self.bn_before = noise_before(c)
         bn_layer = None if c.bn == "none" else BN_LAYERS[c.bn_impl]
         widths = [math.prod(self.input_shape), *c.widths()]
         self.hidden = nn.ModuleList(
-            HiddenLayer(a, b, c.bn, norm_layer(bn_layer, b, c)) for a, b in zip(widths[:-1], widths[1:])
+            HiddenLayer(a, b, c.bn, norm_layer(bn_layer, b, c), noise_layer(c)) for a, b in zip(widths[:-1], widths[1:])
         )
         self.out = nn.Linear(widths[-1], num_classes)
         init_weights([*(h.linear for h in self.hidden), self.out], c)
@@ -156,16 +165,18 @@ class MLP(Model):
     def forward(self, x: Tensor | SparseRows, taps: list[Tensor] | None = None,
                 unit: int | None = None) -> Tensor:
         """x: (B, in), or SparseRows of that shape -> logits (B, classes); taps as `mlp_forward`'s."""
-        layers = [(h.linear.weight, h.linear.bias, h.norm) for h in self.hidden]
+        layers = [(h.linear.weight, h.linear.bias, h.transform) for h in self.hidden]
         return mlp_forward(x, layers, (self.out.weight, self.out.bias), linear_or_sparse, self.act,
                            self.bn_before, taps, unit, self.cfg.dropout if self.training else 0.0)
 
     @classmethod
     def stackable(cls, cfg: Any) -> bool:
-        # torch's BN layer, ghost batches and Batch Renormalization have no stacked form; dropout's masks come from
-        # torch's global RNG in a model's own order, which K models drawing at once cannot reproduce
+        # torch's BN layer, ghost batches, Batch Renormalization and lp normalisation have no stacked form; dropout's
+        # masks and noisy BN's noise come from torch's global RNG in a model's own order, which K models drawing at
+        # once cannot reproduce
         return ((cfg.bn == "none" or cfg.bn_impl == "bnrepro") and not cfg.dropout
-                and getattr(cfg, "bn_ghost", None) is None and getattr(cfg, "norm", "bn") == "bn")
+                and not getattr(cfg, "bn_noise", False) and getattr(cfg, "bn_ghost", None) is None
+                and getattr(cfg, "norm", "bn") == "bn")
 
     @classmethod
     def stack(cls, models: Sequence[MLP]) -> StackedMLP:

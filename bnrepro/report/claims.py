@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bnrepro.report.stats import Drift, Interval, difference, step_span
-from bnrepro.report.thresholds import CONFIDENCE, HIGH_LR_FROM, HIGH_LR_TO, STABLE_RATIO, STALL_ACC
+from bnrepro.report.thresholds import AS_WELL_MARGIN, CONFIDENCE, HIGH_LR_FROM, HIGH_LR_TO, STABLE_RATIO, STALL_ACC
 
 REPRODUCED, NOT_REPRODUCED, UNTESTABLE = "reproduced", "not reproduced", "not testable with these runs"
 PARTLY, INCONCLUSIVE = "partly reproduced", "inconclusive"
@@ -325,3 +325,22 @@ def ends_higher(where: str, quote: str, name: str, other: str, higher: Sequence[
     if not len(higher) or not len(lower):
         return untestable(where, quote, claim, f"finished {name if not len(higher) else other} runs")
     return _contrast(where, quote, claim, higher, lower, (name, other), f"mean {measured}", "")
+
+
+def as_well_as(where: str, quote: str, name: str, reference: str, values: Sequence[float],
+               reference_values: Sequence[float], claim: str, measured: str = "final test accuracy") -> Claim:
+    """Run `name` does at least about as well as `reference` (accuracies as fractions): it loses no more than
+    AS_WELL_MARGIN, beyond the seeds' spread."""
+    rule = (f"reproduced only if the {CONFIDENCE:.0%} Welch t-interval of {name} - {reference} lies wholly above "
+            f"-{100 * AS_WELL_MARGIN:.2g} points (thresholds.AS_WELL_MARGIN); not reproduced if wholly below it; "
+            "inconclusive otherwise")
+    if not len(values) or not len(reference_values):
+        return untestable(where, quote, claim, f"finished {name if not len(values) else reference} runs")
+    means = f"mean {measured} {pct(_mean(values))} ({name}) vs {pct(_mean(reference_values))} ({reference})"
+    iv = difference(list(values), list(reference_values))
+    if iv is None:
+        return Claim(where, quote, claim, f"{means}; fewer than two seeds a side, so no interval", UNTESTABLE, rule,
+                     paraphrased=True)
+    verdict = REPRODUCED if iv.low > -AS_WELL_MARGIN else NOT_REPRODUCED if iv.high < -AS_WELL_MARGIN else INCONCLUSIVE
+    return Claim(where, quote, claim, f"{means}; {_interval_text(iv, f'{name} - {reference}')}", verdict, rule,
+                 paraphrased=True)
