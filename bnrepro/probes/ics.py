@@ -26,9 +26,9 @@ from bnrepro.probes.replay import Replay
 
 @dataclass
 class ICSConfig:
-    # training steps between measurements: a probed step costs ~4.5 training steps of the paper's MLP, so every 10
+    # training steps between measurements: a probed step costs 3-5 training steps of the paper's MLP, so every 20
     # keeps a run within 1.5x of its time (bench: reports/bench/)
-    every: int = 10
+    every: int = 20
 
     def check(self) -> None:
         check(self.every > 0, "every", self.every, "a positive integer")

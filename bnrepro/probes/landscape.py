@@ -31,9 +31,9 @@ COLUMNS = ("loss/min", "loss/max", "grad_change/min", "grad_change/max", "beta")
 
 @dataclass
 class LandscapeConfig:
-    # training steps between measurements: a probed step costs ~1.3 training steps of the paper's MLP per point,
-    # so every 25 keeps a run with the default 8 points within 1.5x of its time (bench: reports/bench/)
-    every: int = 25
+    # training steps between measurements: a probed step costs ~2 training steps of the paper's MLP per point,
+    # so every 50 keeps a run with the default 8 points within 1.5x of its time (bench: reports/bench/)
+    every: int = 50
     low: float = 0.5  # the smallest step size, times the current learning rate (the paper's range: 0.5 to 4)
     high: float = 4.0  # the largest
     points: int = 8  # step sizes evenly spaced from low to high, both included

@@ -50,3 +50,10 @@ HIGH_LR_TO = 30
 # Two config floats this close (relative) are one setting: 3 * 0.1 != 0.3 in binary, and an lr written as
 # a multiple of the base lr must still match the run that used it.
 SAME_VALUE_REL_TOL = 1e-9
+
+# Santurkar et al. 2018's landscape claims (experiment=landscape): BN's gradient predictiveness, effective
+# beta-smoothness and loss variation count as "smaller" only when each run's value (its median over the probed
+# steps) is below this fraction of the network without BN's, the CONFIDENCE Welch interval of log10(BN) -
+# log10(no BN) wholly below log10 of it: the paper reports gaps of up to two orders of magnitude, so a factor of 2
+# asks for a clear difference, not any difference (as STABLE_RATIO does for Figure 1(b, c)).
+SMOOTHER_RATIO = 0.5
