@@ -26,8 +26,8 @@ from bnrepro.probes.replay import Replay
 
 @dataclass
 class ICSConfig:
-    # training steps between measurements: a probed step costs 3-5 training steps of the paper's MLP, so every 20
-    # keeps a run within 1.5x of its time (bench: reports/bench/)
+    # training steps between measurements: a probed step costs ~3 training steps of the paper's MLP, so every 20
+    # keeps its steps within ~1.15x of their time, well inside 1.5x (bench: reports/bench/)
     every: int = 20
 
     def check(self) -> None:

@@ -31,8 +31,8 @@ COLUMNS = ("loss/min", "loss/max", "grad_change/min", "grad_change/max", "beta")
 
 @dataclass
 class LandscapeConfig:
-    # training steps between measurements: a probed step costs ~2 training steps of the paper's MLP per point,
-    # so every 50 keeps a run with the default 8 points within 1.5x of its time (bench: reports/bench/)
+    # training steps between measurements: a probed step costs ~1.6 training steps of the paper's MLP per point,
+    # ~13 with the default 8, so every 50 keeps the steps within ~1.25x of their time (bench: reports/bench/)
     every: int = 50
     low: float = 0.5  # the smallest step size, times the current learning rate (the paper's range: 0.5 to 4)
     high: float = 4.0  # the largest
