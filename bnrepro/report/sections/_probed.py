@@ -67,7 +67,7 @@ def parts_claim(where: str, quote: str, claim: str, parts: list[tuple[str, Inter
     if not tested:
         return claims.Claim(where, quote, claim, "fewer than two seeds with and without BN in every part, so no "
                             "interval", claims.UNTESTABLE, rule, paraphrased=True)
-    found = "; ".join(f"{name}: {iv.points(1.0, 3)} {unit}" for name, iv in tested)
+    found = "; ".join(f"{name}: {iv.points(1.0, 3)} {unit}".rstrip() for name, iv in tested)
     found += f" ({CONFIDENCE:.0%} Welch intervals of BN - no BN)"
     held = [name for name, iv in tested if iv.side() == wanted]
     other = "below" if wanted == "above" else "above"
