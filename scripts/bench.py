@@ -35,8 +35,11 @@ from bnrepro import nn as bnn  # noqa: E402
 from bnrepro.data import default_root, load_mnist  # noqa: E402
 from bnrepro.models import CNN, MLP, SparseRows, StackedMLP  # noqa: E402
 from bnrepro.nn import cpu_kernel  # noqa: E402
+from bnrepro.probes import Probe, ProbeView  # noqa: E402
+from bnrepro.probes.ics import ICS  # noqa: E402
+from bnrepro.probes.landscape import Landscape  # noqa: E402
 from bnrepro.run.runlog import peak_memory_mib  # noqa: E402
-from bnrepro.training.optim import StackedSGD  # noqa: E402
+from bnrepro.training.optim import SGD, StackedSGD  # noqa: E402
 
 STACK = 3  # models per stack in a fig1 sweep on 2 cores: 6 jobs, one stack per core
 # the MLP's settings of the paper's Figure 1 as the bench has always timed them (a run's speed does not depend on
@@ -45,6 +48,10 @@ MLP_RUN = ("optim.lr=0.1", "model.init_std=0.05")
 TARGETS = {"run_vs_bare": 1.05, "bn_step_vs_torch": 1.10, "eval_share": 0.05, "mnist_load_s": 0.5,
            "cnn_run_vs_bare": 1.10, "bn2d_step_vs_torch": 1.10, "ghost_step_vs_ours": 1.15, "brn_step_vs_ours": 1.15}
 GHOST = 15  # ghost batch size of the ghost-BN step timed
+# the probes that recompute the step (Santurkar et al.'s measures): a run probed every `every` steps (their default)
+# may take at most PROBED_RUN_BOUND x the time of the same run without
+PROBES: dict[str, type[Probe]] = {"ics": ICS, "landscape": Landscape}
+PROBED_RUN_BOUND = 1.5
 # the core issue's first, looser bounds, shown beside the targets above
 FIRST_BOUNDS = {"run_vs_bare": 1.15, "bn_step_vs_torch": 1.25}
 
@@ -98,11 +105,14 @@ def timed_steps(step: Callable[[int, int], None]) -> Callable[..., float]:
 
 
 def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.1,
-              test: tuple[torch.Tensor, torch.Tensor] | None = None, eval_every: int = 500) -> Callable[..., float]:
+              test: tuple[torch.Tensor, torch.Tensor] | None = None, eval_every: int = 500,
+              probe: Probe | None = None, probe_every: int = 1,
+              optimizer: type = torch.optim.SGD) -> Callable[..., float]:
     """timed_steps of SGD on `model`, batch 60 (batches by index_select from a per-epoch permutation; given test
     data, test accuracy on all of it as often as a run evaluates: once at the start, every eval_every steps and
-    at the end)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    at the end); given a probe, it measures every probe_every steps between the backward and the update (with
+    optimizer=bnrepro's SGD, whose next_values it reads)."""
+    opt = optimizer(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(0)
     perm = torch.empty(0, dtype=torch.long)
 
@@ -112,9 +122,13 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.
         if k == 0:
             perm = torch.randperm(x.shape[0], generator=generator)
         idx = perm[k * 60:(k + 1) * 60]
-        loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if probe is not None and (i + 1) % probe_every == 0:
+            grads = {n: p.grad for n, p in model.named_parameters()}
+            probe.measure(ProbeView(i + 1, model, grads, False, (xb, yb), F.cross_entropy, opt))
         opt.step()
         if test is not None and (i == 0 or (i + 1) % eval_every == 0 or i + 1 == end):
             model.eval()
@@ -150,6 +164,43 @@ def stacked_loop(x: torch.Tensor, y: torch.Tensor, k: int, cpp: bool) -> Callabl
         opt.step()
 
     return timed_steps(step)
+
+
+def probe_benchmarks(x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int) -> dict[str, float]:
+    """Each probe's cost per probed step, in training steps of the paper's MLP with BN as bnrepro trains it alone
+    (chunks of steps that all take the probe against chunks that take none), and the training time of steps probed
+    every `every` steps (the probe's default) over the same steps unprobed: chunked_step_times, this thread's CPU
+    time, so that the other jobs on the machine do not enter the ratio."""
+    def loop(probe: Probe | None = None, every: int = 1) -> Callable[..., float]:
+        torch.manual_seed(0)
+        return bare_loop(MLP(bn="before", init_std=0.05), x, y, probe=probe, probe_every=every, optimizer=SGD)
+
+    loops = {"plain": loop()}
+    for name, cls in PROBES.items():
+        loops |= {name: loop(cls()), f"{name}_every": loop(cls(), cls.Config().every)}
+    chunk = math.lcm(*(cls.Config().every for cls in PROBES.values()))  # every chunk probes as often
+    per_step = chunked_step_times(loops, max(steps, chunk), repeats, chunk)
+    res: dict[str, float] = {"probe_step_us": per_step["plain"] * 1e6}
+    for name, cls in PROBES.items():
+        res[f"probe_{name}_steps"] = (per_step[name] - per_step["plain"]) / per_step["plain"]
+        res[f"probe_{name}_every"] = cls.Config().every
+        res[f"probe_{name}_run_vs_plain"] = per_step[f"{name}_every"] / per_step["plain"]
+    return res
+
+
+def probe_rows(res: dict) -> list[str]:
+    """The bench table's rows of the probes, when measured."""
+    rows = []
+    for name in PROBES:
+        if f"probe_{name}_steps" not in res:
+            continue
+        ratio = res[f"probe_{name}_run_vs_plain"]
+        rows += [f"| probe `{name}`: cost of a probed step, in training steps of the paper's MLP with BN (batch 60, "
+                 f"{res['probe_step_us']:.0f} us) | {res[f'probe_{name}_steps']:.1f} | | |",
+                 f"| training probed by `{name}` every {res[f'probe_{name}_every']} steps (its default) / the same "
+                 f"steps unprobed, CPU time of the steps | {ratio:.2f}x | <= {PROBED_RUN_BOUND}x "
+                 f"| {'met' if ratio <= PROBED_RUN_BOUND else '**missed**'} |"]
+    return rows
 
 
 def child(cmd: list[str]) -> str:
@@ -425,6 +476,7 @@ def markdown(res: dict, command: str) -> str:
            f"{res['sec42_runs']} runs of {res['sec42_steps']} steps, first start to last end (the runs' summed "
            f"time) | {res['sec42_elapsed_s'] / 60:.1f} min ({res['sec42_sum_s'] / 60:.1f} min) | < 60 min | "
            f"{mark[res['sec42_elapsed_s'] < 3600]} |"] if "sec42_runs" in res else []),
+        *probe_rows(res),
         *[f"| sweep of {res['sweep_jobs']} jobs x {res['sweep_steps']} steps (no BN and BN), {label}, "
           f"speed-up over the basic launcher | {res['sweep_speedup_' + name]:.2f}x "
           f"({res['sweep_s_basic']:.0f} s -> {res['sweep_s_' + name]:.0f} s) | | |"
@@ -454,6 +506,8 @@ def main() -> None:
     parser.add_argument("--sec42-sweeps", type=Path, nargs="*", default=[REPO / "multirun" / "sec42",
                                                                           REPO / "multirun" / "sec42_ablation"],
                         help="the sweep folders of experiment=sec42 and sec42_ablation, for their wall time")
+    parser.add_argument("--probes-only", action="store_true", help="time only the probes (ics, landscape) and print "
+                        "their rows; writes nothing")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
     parser.add_argument("--bare", choices=["none", "before", "cnn"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
@@ -472,6 +526,11 @@ def main() -> None:
 
     start = time.perf_counter()
     data = load_mnist(default_root())  # builds the cache on a first run; the timed load is below
+    if args.probes_only:
+        res = probe_benchmarks(data.train_x, data.train_y, args.steps, args.repeats)
+        print(json.dumps(res, indent=2))
+        print("\n".join(probe_rows(res)))
+        return
     loads = []
     for _ in range(args.repeats):
         t = time.perf_counter()
@@ -496,6 +555,7 @@ def main() -> None:
                         "rss_bare_mib": max(pairs["rss_bare"]),
                         "bare_steps_per_s": args.steps / statistics.median(pairs["bare"]),
                         "run_steps_per_s": args.steps / run, "run_vs_bare_process": statistics.median(pairs["process"])}
+        res |= probe_benchmarks(data.train_x, data.train_y, args.steps, args.repeats)
         pairs = paired("cnn", args.cnn_steps, max(3, args.repeats // 2 + 1), Path(tmp))
         res |= {"cnn_run_vs_bare": statistics.median(pairs["ratio"]), "cnn_run_steps": args.cnn_steps,
                 "cnn_eval_share": statistics.median(pairs["share"])}

@@ -16,6 +16,9 @@ from bnrepro.probes.grad_norms import WeightGradNorms
 
 SHORT = ("train.steps=300", "train.eval_every=100", "train.progress=false", "wandb.mode=disabled")
 PROBE = ("probes=[grad_norms]", "probes.grad_norms.every=40")
+# the probes that recompute the step at other weights (tests/test_ics_landscape.py), at steps of their own
+REPLAYS = ("probes=[grad_norms,ics,landscape]", "probes.ics.every=60", "probes.landscape.every=75",
+           "probes.landscape.points=3")
 
 
 def read(path: Path) -> list[dict[str, str]]:
@@ -41,16 +44,22 @@ def plain(cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_probe_adds_columns_and_rows_and_leaves_the_metrics_bit_for_bit(cli, plain: Path, tmp_path: Path) -> None:
-    cli("model.bn=before", "seed=0", *SHORT, *PROBE, f"hydra.run.dir={tmp_path / 'probed'}")
+    """ics and landscape too: they move weights, BN statistics and the RNG on copies only."""
+    cli("model.bn=before", "seed=0", *SHORT, *PROBE[1:], *REPLAYS, f"hydra.run.dir={tmp_path / 'probed'}")
     (seed0,) = plain.glob("*seed=0*")
     rows = assert_same_training(seed0, tmp_path / "probed")
-    columns = [f"grad_norm/weight/{layer}" for layer in ("h1", "h2", "h3", "out")]
-    assert list(rows[0])[-4:] == columns
-    measured = [r for r in rows if r[columns[0]] != ""]
-    assert [int(r["step"]) for r in measured] == list(range(40, 301, 40))
-    assert all(0 < float(r[c]) < math.inf for r in measured for c in columns)
+    layers = ("h1", "h2", "h3", "out")
+    columns = [f"grad_norm/weight/{layer}" for layer in layers]
+    ics = [f"ics/{m}/{layer}" for m in ("l2", "cos") for layer in layers]
+    landscape = [f"landscape/{c}" for c in ("loss/min", "loss/max", "grad_change/min", "grad_change/max", "beta")]
+    assert list(rows[0])[-17:] == columns + ics + landscape
+    for probed, every in ((columns, 40), (ics, 60), (landscape, 75)):
+        measured = [r for r in rows if r[probed[0]] != ""]
+        assert [int(r["step"]) for r in measured] == list(range(every, 301, every))
+        assert all(math.isfinite(float(r[c])) for r in measured for c in probed)
+    assert all(float(r[c]) > 0 for r in rows if r[columns[0]] != "" for c in columns)
     # a probe-only step is a row of its own: no evaluation there
-    assert all(r["test_acc"] == "" for r in measured if int(r["step"]) % 100)
+    assert all(r["test_acc"] == "" for r in rows if r[columns[0]] != "" and int(r["step"]) % 100)
 
 
 def test_a_probe_inside_a_stack_leaves_every_model_as_alone(cli, plain: Path, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ A model is an nn.Module subclass of `Model`, named in `conf/model/<name>.yaml` b
   (what Figure 1(b, c) tracks: with BN before the activation, the BN output);
 - `tap_names`: the taps' names, first to last (`h1`.. for an MLP's layers, `conv1`.. for a conv net's);
 - `norm_params()`: the normalisation layers whose gamma/beta gradient norms every run logs, by layer name;
-- `weight_params()`: each linear or conv layer's weight, by layer name (for probes);
+- `weight_params()`: each linear or conv layer's weight, by layer name (for probes); `layer_params()`, all of
+  each layer's parameters, follows from it and `norm_params()` unless a model says otherwise;
 - `prepare_inputs(x, evaluation)`: the form the model wants a whole split in, made once per run
   (e.g. the MLP flattens images, and keeps the test set sparse);
 - `stack(models)`: K models of one architecture as one stacked model (`Stacked`), or None if the class
@@ -56,6 +57,18 @@ class Model(nn.Module):
     def weight_params(self) -> dict[str, str]:
         """Layer name -> the parameter name of its weight, for every linear or conv layer, first to last."""
         return {}
+
+    def layer_params(self) -> dict[str, list[str]]:
+        """Layer name -> the names of all its parameters, first layer to last, as weight_params orders them: the
+        weight, the other parameters of the module that holds it (its bias) and its normalisation layer's (gamma,
+        beta). What a probe moves when it moves "layers 1..i-1" (Santurkar et al.'s ICS)."""
+        names = [name for name, _ in self.named_parameters()]
+        norms = self.norm_params()
+        out = {}
+        for layer, weight in self.weight_params().items():
+            prefixes = (weight.rpartition(".")[0] + ".", *((norms[layer] + ".",) if layer in norms else ()))
+            out[layer] = [weight, *(n for n in names if n != weight and n.startswith(prefixes))]
+        return out
 
     def prepare_inputs(self, x: Tensor, evaluation: bool) -> Any:
         """A whole split (N, *input_shape) in the form forward takes; made once per run."""

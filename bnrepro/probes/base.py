@@ -14,12 +14,22 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from bnrepro.models.base import Model
+
+
+class Optimizer(Protocol):
+    """What a probe may read of the optimizer (bnrepro.training.optim.SGD): its groups, and what it is about to do."""
+
+    param_groups: list[dict[str, Any]]
+
+    def next_values(self) -> dict[Tensor, Tensor]:
+        """Each parameter its next step moves -> the value that step gives it; nothing changes."""
+        ...
 
 
 @dataclass
@@ -34,7 +44,7 @@ class ProbeView:
     # loss, (outputs, targets) -> mean over the batch; and the optimizer, its state as before this step's update
     batch: tuple[Any, Tensor] | None = None
     loss: Callable[[Tensor, Tensor], Tensor] | None = None
-    optimizer: torch.optim.Optimizer | None = None
+    optimizer: Optimizer | None = None
 
 
 class Probe:

@@ -64,3 +64,10 @@ LEVEL_RATE = 1.05
 # spread), so two equal configurations can pass; about what a real handicap costs (a 5x or 10x lower learning rate
 # than the default costs the network without BN 0.2 and 0.4 points at 50k steps, reports/selection).
 AS_WELL_MARGIN = 0.005
+
+# Santurkar et al. 2018's landscape claims (experiment=landscape): BN's gradient predictiveness, effective
+# beta-smoothness and loss variation count as "smaller" only when each run's value (its median over the probed
+# steps) is below this fraction of the network without BN's, the CONFIDENCE Welch interval of log10(BN) -
+# log10(no BN) wholly below log10 of it: the paper reports gaps of up to two orders of magnitude, so a factor of 2
+# asks for a clear difference, not any difference (as STABLE_RATIO does for Figure 1(b, c)).
+SMOOTHER_RATIO = 0.5

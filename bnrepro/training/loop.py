@@ -208,14 +208,15 @@ def train_loop(trainer: Trainer, members: Sequence[Member], *, steps: int, batch
                 active.remove(k)
         if not active:
             break
+        # the update's rate is set before the probes, so that a probe sees the optimizer as it is about to step
+        if lr_scale is not None and (now := lr_scale(step)) != scale:
+            scale = now
+            trainer.set_lr_scale(scale)
         due = [p for p in probes if step % p.every == 0]
         for k in active if due else ():
             view = trainer.probe_view(k, step)
             for probe in due:
                 probed[k] |= probe.measure(view)
-        if lr_scale is not None and (now := lr_scale(step)) != scale:
-            scale = now
-            trainer.set_lr_scale(scale)
         trainer.update()
         for k in active:
             state = states[k]

@@ -47,22 +47,37 @@ class SGD:
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
-            lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
-                if p.grad is None:  # as torch: a parameter without a gradient does not move
-                    continue
-                grad = p.grad
-                if weight_decay != 0:
-                    grad = grad.add(p, alpha=weight_decay)
-                if momentum != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:  # the first step's buffer is the gradient itself, as torch's
-                        buf = state["momentum_buffer"] = grad.detach().clone()
-                    else:
-                        buf.mul_(momentum).add_(grad)
-                    grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-                p.add_(grad, alpha=-lr)
+                if p.grad is not None:  # as torch: a parameter without a gradient does not move
+                    p.add_(self._direction(group, p, commit=True), alpha=-group["lr"])
+
+    @torch.no_grad()
+    def next_values(self) -> dict[Tensor, Tensor]:
+        """Each parameter the next step() moves -> the value that step gives it, bit for bit (the same ops, out of
+        place); the parameters, their gradients and the momentum buffers stay as they are (for probes)."""
+        return {p: p.add(self._direction(group, p, commit=False), alpha=-group["lr"])
+                for group in self.param_groups for p in group["params"] if p.grad is not None}
+
+    def _direction(self, group: dict[str, Any], p: Tensor, commit: bool) -> Tensor:
+        """What step() moves p along, times -lr: the gradient with L2 weight decay, momentum and Nesterov as torch
+        computes them. commit: update the momentum buffer (step), else compute the same values apart."""
+        momentum, weight_decay = group["momentum"], group["weight_decay"]
+        grad = p.grad
+        if weight_decay != 0:
+            grad = grad.add(p, alpha=weight_decay)
+        if momentum != 0:
+            # .get, not self.state[p]: a lookup must not add an entry to the defaultdict (and to state_dict)
+            buf = self.state.get(p, {}).get("momentum_buffer")
+            if buf is None:  # the first step's buffer is the gradient itself, as torch's
+                buf = grad.detach().clone()
+                if commit:
+                    self.state[p]["momentum_buffer"] = buf
+            elif commit:
+                buf.mul_(momentum).add_(grad)
+            else:
+                buf = buf.mul(momentum).add(grad)
+            grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
+        return grad
 
     def state_dict(self) -> dict[str, Any]:
         """torch's format: parameters as their indices in group order, state keyed by those indices."""
