@@ -41,6 +41,7 @@ class Context:
     data: str  # the run set's data set name(s), e.g. "MNIST"
     figure_seed: int = 0  # the seed whose network Figure 1(b, c) draws (one network, one unit, never a seed mean)
     named: tuple[str, ...] = ()  # the configurations' names when the runs carry several (config `variant`, recipe/)
+    accuracy: bool = True  # the runs measure test accuracy (False: a regression task's, judged by their loss)
 
     def save(self, fig: Figure, stem: str) -> list[Path]:
         """Save `fig` as <out>/<stem>.png and .pdf; only a declared stem, so that the next build clears it."""
@@ -59,6 +60,7 @@ class Entry:
     stems: tuple[str, ...]  # file stems the section may save figures under
     build: Build
     axes: bool  # compares runs along model.bn and optim.lr with every other setting pinned (see section())
+    regression: bool  # has something to say about runs without test accuracy (see section())
 
 
 _registry: dict[str, Entry] = {}
@@ -68,12 +70,15 @@ def _name(build: Build) -> str:
     return f"{build.__module__}.{build.__qualname__}"
 
 
-def section(order: float, stems: tuple[str, ...] = (), axes: bool = False) -> Callable[[Build], Build]:
+def section(order: float, stems: tuple[str, ...] = (), axes: bool = False,
+            regression: bool = False) -> Callable[[Build], Build]:
     """Register the decorated `build(ctx)` as a report section at `order`, saving figures only under `stems`.
 
     axes: the section reads the run set as a sweep over model.bn and optim.lr, pinning every other setting to one
     value (Figure 1, the lr sweep). Runs of several named configurations (recipes, e.g. Sec. 4.2's BN-x5) differ
     in many settings at once, so such a section would compare an arbitrary slice of them: it is left out there.
+    regression: the section reads no test accuracy, so it also runs on a regression task's runs (whose accuracy is
+    NaN); the others, built on accuracy, are left out there.
     """
 
     def register(build: Build) -> Build:
@@ -81,7 +86,7 @@ def section(order: float, stems: tuple[str, ...] = (), axes: bool = False) -> Ca
         taken = {s: e.name for e in _registry.values() if e.name != name for s in e.stems}
         if clash := [f"{s} (by {taken[s]})" for s in stems if s in taken]:
             raise ValueError(f"{name}: figure stems already declared: {', '.join(clash)}")
-        _registry[name] = Entry(name, order, tuple(stems), build, axes)
+        _registry[name] = Entry(name, order, tuple(stems), build, axes, regression)
         return build
 
     return register
