@@ -80,7 +80,7 @@ def test_l2_loss_and_scores() -> None:
 def test_a_dln_run_trains_alone_its_loss_falls_and_its_report_draws_loss_curves(tmp_path: Path) -> None:
     from bnrepro.report.build import build_report
 
-    job = in_process_job(tmp_path / "run", *DLN_RUN, "model.bn=before", "train.steps=60", "train.eval_every=30")
+    job = in_process_job(tmp_path / "run", *DLN_RUN, "train.steps=60", "train.eval_every=30")
     assert group_key(job) is None  # a stacked step's loss is cross-entropy
     (summary,) = train([job])
     assert summary["status"] == "completed" and summary["final_test_acc"] is None

@@ -29,6 +29,7 @@ from bnrepro.report.names import data_name, model_name
 from bnrepro.report.sections import Context, section, unregister
 from bnrepro.report.sections.accuracy_table import bn_pairs
 from bnrepro.report.sections.batch import INFERENCE_STEM, SIZE_STEM
+from bnrepro.report.sections.loss_curves import STEM as LOSS_STEM
 from bnrepro.report.sections.sec42 import FIG2_STEM
 from bnrepro.report.slices import choose_base_lr, fixed_by
 from bnrepro.report.stats import Drift, difference, mean_interval, t_quantile, taps
@@ -403,8 +404,10 @@ def _png_title(path: Path) -> str:
 def test_every_figure_file_is_declared_by_a_registered_section(report: Path) -> None:
     made = {p.stem for p in report.iterdir() if p.suffix in (".png", ".pdf")}
     # Sec. 4.2's and the batch studies' figures need runs named by recipes (tests/test_sec42.py,
-    # tests/test_report_batch.py), so a Figure 1 run set never makes them
-    assert made == set(FIGURES) and set(sections.stems()) == {*FIGURES, FIG2_STEM, SIZE_STEM, INFERENCE_STEM}
+    # tests/test_report_batch.py), and the loss curves a regression task's runs (tests/test_dln.py), so a Figure 1
+    # run set never makes them
+    assert made == set(FIGURES) and set(sections.stems()) == {*FIGURES, FIG2_STEM, SIZE_STEM, INFERENCE_STEM,
+                                                              LOSS_STEM}
 
 
 TEST_STEM = "runs_per_bn_from_a_test"
