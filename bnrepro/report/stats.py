@@ -196,8 +196,18 @@ def taps(metrics: pd.DataFrame) -> list[str]:
 
 
 def evaluations(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The evaluation rows: those with a test accuracy (probe rows leave it empty)."""
-    return metrics[metrics["test_acc"].notna()] if "test_acc" in metrics else metrics.iloc[:0]
+    """The evaluation rows: those with a test accuracy or a test loss (probe rows leave both empty; a regression
+    task's rows have a loss and a NaN accuracy)."""
+    if "test_acc" not in metrics:
+        return metrics.iloc[:0]
+    measured = metrics["test_acc"].notna()
+    return metrics[measured | metrics["test_loss"].notna()] if "test_loss" in metrics else metrics[measured]
+
+
+def has_accuracy(metrics: pd.DataFrame) -> bool:
+    """Whether the runs' evaluations measure a test accuracy; a regression task's (Dataset.regression) do not."""
+    rows = evaluations(metrics)
+    return rows.empty or bool(rows["test_acc"].notna().any())
 
 
 def percentiles(metrics: pd.DataFrame, layer: str) -> list[str]:

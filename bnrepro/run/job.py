@@ -115,8 +115,7 @@ def check_resumable(job: Job) -> None:
     (check_bn_path). A model is built to see which path its layers take; train() builds its own."""
     if ((job.prior or {}).get("checkpoint") or {}).get("bn_path") is None or job.cfg.train.resume == "force":
         return
-    data_cls = part_class(job.cfg.data._target_, "data")
-    check_bn_path(job, bn_path(build_model(job.cfg, data_cls), job.device))
+    check_bn_path(job, bn_path(build_model(job.cfg, build_part(job.cfg.data, "data")), job.device))
 
 
 def check_bn_path(job: Job, path: str) -> None:
@@ -137,13 +136,13 @@ PER_MODEL = ("name", "seed", "optim.lr")
 
 
 def group_key(job: Job) -> str | None:
-    """Jobs with equal keys train as one stack; None: this job trains alone (its model, probes or data
-    augmentation cannot stack)."""
+    """Jobs with equal keys train as one stack; None: this job trains alone (its model, probes, data augmentation
+    or a regression data set cannot stack: a stacked step's loss is cross-entropy)."""
     model_cls = part_class(job.cfg.model._target_, "model")
     settings = OmegaConf.to_object(job.cfg.model)
     probes = [part_class(p._target_, "probes") for p in job.cfg.probes.values()]
     if (not model_cls.stackable(settings) or not all(p.stackable for p in probes) or job.cfg.data.get("augment")
-            or bn_inference.requested(job.cfg.tracking)):
+            or part_class(job.cfg.data._target_, "data").regression or bn_inference.requested(job.cfg.tracking)):
         return None
     values = OmegaConf.to_container(job.cfg, resolve=True)
     for key in (*PER_MODEL, *COMPUTE_NEUTRAL, *(f"model.{k}" for k in model_cls.stack_keys)):
@@ -155,9 +154,9 @@ def group_key(job: Job) -> str | None:
     return json.dumps({"cfg": values, "device": str(job.device), "threads": job.threads}, sort_keys=True)
 
 
-def build_model(cfg: DictConfig, data_cls: type[Dataset]) -> Model:
+def build_model(cfg: DictConfig, dataset: Dataset) -> Model:
     """The config's model for the data set's samples, initialised from torch's global RNG."""
-    return build_part(cfg.model, "model", input_shape=data_cls.input_shape, num_classes=data_cls.num_classes)
+    return build_part(cfg.model, "model", input_shape=dataset.input_shape, num_classes=dataset.num_classes)
 
 
 def inference_statistics(model: Model, data: Splits, cfg: DictConfig) -> InferenceStatistics | None:
@@ -183,7 +182,6 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
     cfg = first.cfg
     if first.threads:
         torch.set_num_threads(first.threads)
-    data_cls = part_class(cfg.data._target_, "data")
     extra = {"vectorized": {"models": len(jobs)}} if len(jobs) > 1 else {}
     # the data first: a missing or broken data set fails before any run folder is touched
     dataset = build_part(cfg.data, "data")
@@ -193,7 +191,7 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
     models, optimizers = [], []
     for job in jobs:  # each model initialised as its single run: its seed, then its constructor
         torch.manual_seed(job.cfg.seed)
-        models.append(build_model(job.cfg, data_cls).to(first.device))
+        models.append(build_model(job.cfg, dataset).to(first.device))
         optimizers.append(build_optimizer(models[-1].parameters(), job.cfg.optim, lr=effective_lr(
             job.cfg.optim, job.cfg.train.batch_size)))
     paths = [bn_path(model, first.device) for model in models]
@@ -204,10 +202,10 @@ def train(jobs: Sequence[Job], stop: StopRequest | None = None) -> list[dict[str
     try:
         for job, path in zip(jobs, paths):
             records.append(job.record(bn_path=path, model_name=part_class(job.cfg.model._target_, "model").__name__,
-                                      data_name=data_cls.name, **extra))
+                                      data_name=dataset.name, **extra))
         states = [record.resume(model, optimizer) for record, model, optimizer in zip(records, models, optimizers)]
         evaluator = Evaluator(models[0], data.test_x, data.test_y, cfg.tracking.unit, list(cfg.tracking.percentiles),
-                              inference_statistics(models[0], data, cfg))
+                              inference_statistics(models[0], data, cfg), scores=dataset.scores)
         probes = build_probes(cfg)
         probe_columns = [c for p in probes for c in p.columns(models[0])]
         with nullcontext(stop) if stop else StopRequest() as stop:  # a caller's stays installed

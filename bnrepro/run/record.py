@@ -7,6 +7,7 @@ class, so reports, resume and `wandb sync` cannot tell them apart.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import signal
 import time
@@ -149,7 +150,8 @@ class RunRecord:
 
     def _accuracy(self, final: bool) -> dict[str, Any]:
         """Final and best test accuracy; only a completed run has a final one, the others their best so far."""
-        evaluated = [r for r in self.rows if r.get("test_acc") is not None]  # probe-only rows have none
+        # probe-only rows have none; a regression data set's is NaN (no accuracy), so its runs have none either
+        evaluated = [r for r in self.rows if r.get("test_acc") is not None and not math.isnan(r["test_acc"])]
         if not evaluated:
             return {"final_test_acc": None, "best_test_acc": None, "best_step": None}
         best = max(evaluated, key=lambda r: r["test_acc"])

@@ -10,18 +10,22 @@ within a few percent of the run's time, so the model gets the test set in the fo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from bnrepro.data.base import accuracy_and_loss
 from bnrepro.models.base import Model, Stacked
 
 if TYPE_CHECKING:
     from bnrepro.training.bn_inference import InferenceStatistics
+
+
+Scores = Callable[[Tensor, Tensor], Tensor]  # (outputs (N, C), targets) -> (2,): test_acc, test_loss
 
 
 @dataclass
@@ -35,10 +39,11 @@ class Evaluation:
 
 class Evaluator:
     def __init__(self, model: Model, test_x: Tensor, test_y: Tensor, unit: int, percentiles: list[float],
-                 inference: InferenceStatistics | None = None) -> None:
+                 inference: InferenceStatistics | None = None, scores: Scores = accuracy_and_loss) -> None:
         """model: the run's model (one of a stack's), which decides the test set's form and the chunk size.
-        inference: BN's inference statistics measured as well (bn_inference.py; a model alone only)."""
-        self.inference = inference
+        inference: BN's inference statistics measured as well (bn_inference.py; a model alone only).
+        scores: the data set's (Dataset.scores): outputs and targets -> (test_acc, test_loss)."""
+        self.inference, self.scores = inference, scores
         self.x = model.prepare_inputs(test_x, evaluation=True)  # once: the same test set at every evaluation
         self.y, self.unit, self.chunk = test_y, unit, model.eval_chunk  # y: (N,)
         self.tap_names = list(model.tap_names)
@@ -60,7 +65,7 @@ class Evaluator:
         model.train(was_training)
         if logits.dim() == 2:  # one model: a stack of one
             logits, taps = logits[None], [t[None] for t in taps]
-        scores = torch.stack([accuracy_and_loss(lk, self.y) for lk in logits]).tolist()  # (K, 2)
+        scores = torch.stack([self.scores(lk, self.y) for lk in logits]).tolist()  # (K, 2)
         quantiles = [self._percentiles(t.shape[1])(t).tolist() for t in taps]  # per tap (K, P)
         results = []
         for k, (test_acc, test_loss) in enumerate(scores):
@@ -87,14 +92,6 @@ class Evaluator:
         if n not in self._quantiles:
             self._quantiles[n] = Percentiles(n, self.percentiles)
         return self._quantiles[n]
-
-
-def accuracy_and_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """logits (N, C), labels y (N,) -> (2,): accuracy and mean cross-entropy, as (logits.argmax(1) == y)
-    .float().mean() and F.cross_entropy(logits, y), the loss up to float rounding."""
-    # log-softmax over the classes of (C, N): along N it vectorizes, ~15x faster than along rows of C = 10
-    log_probs = F.log_softmax(logits.t().contiguous(), dim=0)
-    return torch.stack([(logits.argmax(dim=1) == y).float().mean(), -log_probs.gather(0, y[None]).mean()])
 
 
 class Percentiles:

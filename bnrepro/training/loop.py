@@ -163,7 +163,9 @@ def train_loop(trainer: Trainer, members: Sequence[Member], *, steps: int, batch
             members[k].on_row(step, row | probed[k], taps)
             probed[k] = {}
         if evaluations is not None:
-            bar.set_postfix(test_acc=f"{evaluations[active[0]].scores['test_acc']:.4f}", refresh=False)
+            scores = evaluations[active[0]].scores  # a regression's test_acc is NaN: its loss says more
+            shown = ("test_acc", "test_loss")[math.isnan(scores["test_acc"])]
+            bar.set_postfix({shown: f"{scores[shown]:.4f}"}, refresh=False)
         spent = time.perf_counter() - eval_start
         for k in active:
             states[k].eval_time_s += spent

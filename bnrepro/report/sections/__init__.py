@@ -41,6 +41,7 @@ class Context:
     data: str  # the run set's data set name(s), e.g. "MNIST"
     figure_seed: int = 0  # the seed whose network Figure 1(b, c) draws (one network, one unit, never a seed mean)
     named: tuple[str, ...] = ()  # the configurations' names when the runs carry several (config `variant`, recipe/)
+    accuracy: bool = True  # the runs measure test accuracy (False: a regression task's, judged by their loss)
 
     def save(self, fig: Figure, stem: str) -> list[Path]:
         """Save `fig` as <out>/<stem>.png and .pdf; only a declared stem, so that the next build clears it."""
@@ -59,6 +60,7 @@ class Entry:
     stems: tuple[str, ...]  # file stems the section may save figures under
     build: Build
     axes: bool  # compares runs along model.bn and optim.lr with every other setting pinned (see section())
+    regression: bool = False  # has something to say about runs without test accuracy (see section())
     alone: bool = False  # where it has something to say, it is the whole report (see section())
 
 
@@ -70,12 +72,14 @@ def _name(build: Build) -> str:
 
 
 def section(order: float, stems: tuple[str, ...] = (), axes: bool = False,
-            alone: bool = False) -> Callable[[Build], Build]:
+            regression: bool = False, alone: bool = False) -> Callable[[Build], Build]:
     """Register the decorated `build(ctx)` as a report section at `order`, saving figures only under `stems`.
 
     axes: the section reads the run set as a sweep over model.bn and optim.lr, pinning every other setting to one
     value (Figure 1, the lr sweep). Runs of several named configurations (recipes, e.g. Sec. 4.2's BN-x5) differ
     in many settings at once, so such a section would compare an arbitrary slice of them: it is left out there.
+    regression: the section reads no test accuracy, so it also runs on a regression task's runs (whose accuracy is
+    NaN); the others, built on accuracy, are left out there.
     alone: the section's runs are a measurement, not training (e.g. one step at the initial weights), so where it
     returns a Section no other section has anything to say: they are left out of that report.
     """
@@ -85,7 +89,7 @@ def section(order: float, stems: tuple[str, ...] = (), axes: bool = False,
         taken = {s: e.name for e in _registry.values() if e.name != name for s in e.stems}
         if clash := [f"{s} (by {taken[s]})" for s in stems if s in taken]:
             raise ValueError(f"{name}: figure stems already declared: {', '.join(clash)}")
-        _registry[name] = Entry(name, order, tuple(stems), build, axes, alone)
+        _registry[name] = Entry(name, order, tuple(stems), build, axes, regression, alone)
         return build
 
     return register

@@ -17,7 +17,7 @@ from bnrepro.report.stats import GRAD_COLUMN, evaluations
 STEM = "grad_norms"
 
 
-@section(order=50, stems=(STEM,))
+@section(order=50, stems=(STEM,), regression=True)
 def grad_norms(ctx: Context) -> Section | Skipped:
     title = "Gradient norms of BN's gamma and beta"
     runs, pinned = reference_slice(ctx.runs, ctx.varying, [BN], ctx.base_lr)
