@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import in_process_job, read_metrics, validated
 from omegaconf import OmegaConf
 
 from bnrepro.data.linear_gaussian import LinearGaussian, l2_loss
 from bnrepro.models.dln import DLN
 from bnrepro.parts import ConfigError
 from bnrepro.run.job import group_key, train
-from tests.conftest import in_process_job, read_metrics, validated
 
 DLN_RUN = ("model=dln", "data=linear_gaussian", "train.batch_size=1000", "train.shuffle=fixed", "optim.lr=1e-3")
 

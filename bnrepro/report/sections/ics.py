@@ -54,7 +54,7 @@ def _figure(ctx: Context, groups: dict[str, pd.DataFrame], layers: list[str], ti
     return fig
 
 
-@section(order=90, stems=(STEM,))
+@section(order=90, stems=(STEM,), regression=True)
 def ics_per_layer(ctx: Context) -> Section | Skipped | None:
     layers = _layers(ctx.metrics)
     if not layers:
