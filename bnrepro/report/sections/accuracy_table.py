@@ -37,8 +37,14 @@ def bn_pairs(groups: Groups, varying: list[str], unnamed: Collection[str] = ()) 
         # every pair is BN against no BN: name the BN mode only when it is not the paper's "before"
         name = ", ".join(f"{short_name(k, varying)}={fmt_value(v)}" for k, v in values.items()
                          if (k != BN or v != "before") and k not in unnamed) or "bn=before"
+        if unnamed and "variant" in group:  # named configurations: two pairs may differ only in what names them
+            name = f"{_variant(group)} vs {_variant(twin)}" + (f" ({name})" if name != "bn=before" else "")
         pairs.append((name, difference(_finals(group), _finals(twin))))
     return pairs
+
+
+def _variant(group: pd.DataFrame) -> str:
+    return " / ".join(dict.fromkeys(map(str, group["variant"])))
 
 
 @section(order=60)
@@ -50,7 +56,7 @@ def accuracy_table(ctx: Context) -> Section:
         final, best = stat(group["final_test_acc"]), stat(group["best_test_acc"])
         names = {short_name(k, ctx.varying): fmt_value(v) for k, v in values.items()}
         if ctx.named:  # runs that carry their configuration's name (recipe/) show it first
-            names = {"configuration": " / ".join(dict.fromkeys(map(str, group["variant"]))), **names}
+            names = {"configuration": _variant(group), **names}
         rows.append({**(names or {"configuration": "all runs"}), "n": len(group),
                      "diverged": n_diverged(group), "stalled": int(stalled(group).sum()),
                      "final mean (%)": cell(final.mean),
