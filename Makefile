@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Figure 1: 2 configurations x 3 seeds, 50k steps each, as stacked models (one stack per core)
 FIG1_SWEEP ?= multirun/fig1
 
-.PHONY: install test lint reproduce sec42 batch smoke clean
+.PHONY: install test lint reproduce sec42 batch why smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ batch: install
 	$(BIN)/bnrepro-report multirun/bn_inference --out reports/bn_inference
 	$(BIN)/bnrepro-train -m experiment=non_iid hydra/launcher=vectorized hydra.sweep.dir=multirun/non_iid train.progress=false
 	$(BIN)/bnrepro-report multirun/non_iid --out reports/non_iid
+
+# Why BN helps (Santurkar et al. 2018, Yang et al. 2019): noisy BN, lp normalisation, internal covariate shift on the
+# MLP, the conv net and the deep linear network, the loss landscape, gradients at initialisation; about an hour
+WHY ?= noisy_bn lp_norms noisy_bn_cnn lp_norms_cnn ics ics_cnn ics_dln landscape init_gradients
+why: install
+	@for e in $(WHY); do \
+	  $(BIN)/bnrepro-train -m experiment=$$e hydra/launcher=vectorized hydra.sweep.dir=multirun/$$e train.progress=false \
+	  && $(BIN)/bnrepro-report multirun/$$e --out reports/$$e || exit 1; done
 
 smoke: install
 	$(BIN)/bnrepro-train -m experiment=smoke hydra/launcher=vectorized

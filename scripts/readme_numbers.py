@@ -266,12 +266,19 @@ def non_iid(reports: Path) -> str:
     return f"{table}\n\n{_claims(n, ('Ioffe 2017',))}"
 
 
+def study(reports: Path, name: str, where: tuple[str, ...] = ("Santurkar", "Yang")) -> str:
+    """The claims of one of the why-BN-helps reports (reports/<name>), as its report states them."""
+    return _claims(load(reports, name), where)
+
+
+WHY_BN_HELPS = ("noisy_bn", "lp_norms", "ics", "ics_cnn", "ics_dln", "landscape", "init_gradients")
 WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig1, "lr_sweep": lr_sweep,
                                              "bn_placement": bn_placement, "verdicts": verdicts, "noise": noise,
                                              "sec42_tuning": sec42_tuning, "sec42": sec42,
                                              "sec42_ablation": sec42_ablation, "batch_size": batch_size,
                                              "batch_size_cnn": partial(batch_size, name="batch_size_cnn"),
-                                             "bn_inference": bn_inference, "non_iid": non_iid}
+                                             "bn_inference": bn_inference, "non_iid": non_iid,
+                                             **{name: partial(study, name=name) for name in WHY_BN_HELPS}}
 
 
 def regenerate(readme: str, reports: Path) -> str:
