@@ -1,5 +1,6 @@
-"""The ics and landscape probes (Santurkar et al. 2018): their numbers against cases with a known answer, and
-every piece of the run's state they must leave as it was. Bit-identity of a whole probed run: test_probes.py."""
+"""The probes that replay a step (ics, landscape: Santurkar et al. 2018; train_acts): their numbers against cases
+with a known answer, and every piece of the run's state they must leave as it was. Bit-identity of a whole probed
+run: test_probes.py."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from bnrepro.models.base import Model
 from bnrepro.probes import ProbeView
 from bnrepro.probes.ics import ICS
 from bnrepro.probes.landscape import Landscape
+from bnrepro.probes.train_acts import TrainActivations
 from bnrepro.training.optim import SGD
 
 SMALL = {"input_shape": (1, 4, 4), "init_std": 0.5}  # 16 inputs: a step costs microseconds
@@ -130,12 +132,14 @@ def test_the_landscape_of_a_quadratic_is_known() -> None:
     assert torch.equal(model.w.detach(), w) and torch.equal(model.w.grad, g)
 
 
-@pytest.mark.parametrize("probe", [ICS(), Landscape(points=2)], ids=["ics", "landscape"])
+@pytest.mark.parametrize("probe", [ICS(), Landscape(points=2), TrainActivations()],
+                         ids=["ics", "landscape", "train_acts"])
 def test_the_probes_leave_a_conv_net_with_bn_and_dropout_as_they_found_it(probe) -> None:
     """Weights, BN's running statistics and batch counts, .grad, the momentum buffers and the global RNG (dropout
-    draws from it) all as before; the measurement itself finite."""
+    and noisy BN's noise draw from it) all as before; the measurement itself finite."""
     torch.manual_seed(0)
-    model = CNN(bn="before", channels=[2, 3], hidden=[6], dropout=0.3, input_shape=(1, 8, 8), init_std=0.3)
+    model = CNN(bn="before", channels=[2, 3], hidden=[6], dropout=0.3, input_shape=(1, 8, 8), init_std=0.3,
+                bn_noise=True)
     x, y = batch(6, 1, 8, 8)
     optimizer = SGD(model.parameters(), lr=0.2, momentum=0.9)
     stepped(model, x, y, optimizer)
@@ -153,6 +157,25 @@ def test_the_probes_leave_a_conv_net_with_bn_and_dropout_as_they_found_it(probe)
     assert torch.equal(rng, torch.get_rng_state())
     if isinstance(probe, ICS):
         assert (values["ics/l2/conv1"], values["ics/cos/conv1"]) == (0.0, 1.0) and values["ics/l2/conv2"] > 0
+
+
+def test_train_acts_are_the_percentiles_of_the_steps_batch_in_training_mode() -> None:
+    """With noisy BN: the tap values of the step's batch, BN by the batch's statistics and the noise drawn from the
+    RNG state the probe found; and unit 1's percentiles, as the config asks."""
+    torch.manual_seed(0)
+    model = MLP(hidden=[5, 4], bn="before", bn_noise=True, **SMALL)
+    x, y = batch(8, 1, 4, 4)
+    view = stepped(model, x, y, SGD(model.parameters(), lr=0.1))
+    values = TrainActivations(unit=1, percentiles=[10.0, 50.0, 90.0]).measure(view)
+    taps: list[Tensor] = []
+    model(view.batch[0], taps, 1)  # the same draws: the RNG where the probe found it
+    q = torch.tensor([0.1, 0.5, 0.9])
+    assert values == {f"train_act/{tap}/p{p}": v for tap, t in zip(("h1", "h2"), taps)
+                      for p, v in zip((10, 50, 90), torch.quantile(t.detach(), q).tolist())}
+    model.eval()  # what the evaluation's act/ columns see: running statistics, no noise
+    inference: list[Tensor] = []
+    model(view.batch[0], inference, 1)
+    assert all(not torch.equal(a, b) for a, b in zip(taps, inference))
 
 
 def test_next_values_are_the_next_step_bit_for_bit() -> None:

@@ -17,8 +17,8 @@ from bnrepro.probes.grad_norms import WeightGradNorms
 SHORT = ("train.steps=300", "train.eval_every=100", "train.progress=false", "wandb.mode=disabled")
 PROBE = ("probes=[grad_norms]", "probes.grad_norms.every=40")
 # the probes that recompute the step at other weights (tests/test_ics_landscape.py), at steps of their own
-REPLAYS = ("probes=[grad_norms,ics,landscape]", "probes.ics.every=60", "probes.landscape.every=75",
-           "probes.landscape.points=3")
+REPLAYS = ("probes=[grad_norms,ics,landscape,train_acts]", "probes.ics.every=60", "probes.landscape.every=75",
+           "probes.landscape.points=3", "probes.train_acts.every=100", "tracking.unit=2")
 
 
 def read(path: Path) -> list[dict[str, str]]:
@@ -44,7 +44,7 @@ def plain(cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_probe_adds_columns_and_rows_and_leaves_the_metrics_bit_for_bit(cli, plain: Path, tmp_path: Path) -> None:
-    """ics and landscape too: they move weights, BN statistics and the RNG on copies only."""
+    """ics, landscape and train_acts too: they move weights, BN statistics and the RNG on copies only."""
     cli("model.bn=before", "seed=0", *SHORT, *PROBE[1:], *REPLAYS, f"hydra.run.dir={tmp_path / 'probed'}")
     (seed0,) = plain.glob("*seed=0*")
     rows = assert_same_training(seed0, tmp_path / "probed")
@@ -52,8 +52,9 @@ def test_a_probe_adds_columns_and_rows_and_leaves_the_metrics_bit_for_bit(cli, p
     columns = [f"grad_norm/weight/{layer}" for layer in layers]
     ics = [f"ics/{m}/{layer}" for m in ("l2", "cos") for layer in layers]
     landscape = [f"landscape/{c}" for c in ("loss/min", "loss/max", "grad_change/min", "grad_change/max", "beta")]
-    assert list(rows[0])[-17:] == columns + ics + landscape
-    for probed, every in ((columns, 40), (ics, 60), (landscape, 75)):
+    train_acts = [f"train_act/{tap}/p{p}" for tap in layers[:3] for p in (15, 50, 85)]  # tracking.unit's
+    assert list(rows[0])[-26:] == columns + ics + landscape + train_acts
+    for probed, every in ((columns, 40), (ics, 60), (landscape, 75), (train_acts, 100)):
         measured = [r for r in rows if r[probed[0]] != ""]
         assert [int(r["step"]) for r in measured] == list(range(every, 301, every))
         assert all(math.isfinite(float(r[c])) for r in measured for c in probed)

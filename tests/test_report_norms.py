@@ -21,7 +21,7 @@ from bnrepro.run.job import train
 RECIPES = {"no_norm": "no BN", "batch_norm": "BN", "noisy_bn": "noisy BN", "noise_no_bn": "noise without BN",
            "l1_norm": "l1 norm", "l2_norm": "l2 norm", "linf_norm": "linf norm"}
 TINY = ("name=norms", "train.steps=20", "train.eval_every=10", "tracking.test_samples=200", "train.progress=false",
-        "model.hidden=[16,16]")
+        "model.hidden=[16,16]", "probes=[train_acts]", "probes.train_acts.every=5")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,14 @@ def test_the_noisy_bn_section_has_its_figures_table_and_verdicts(report: tuple[P
     iv = difference([_acc(r, 10) for r in _runs(runs, "no_norm")], [_acc(r, 10) for r in _runs(runs, "noise_no_bn")])
     assert slows["verdict"] == {"above": "reproduced", "below": "not reproduced", "inside": "inconclusive"}[iv.side()]
     assert iv.points() in slows["found"] and as_well["paraphrased"] and slows["paraphrased"]
+    # the training-mode percentiles (train_acts probe): each run's drift of its median, noisy BN against no BN
+    assert (out / "noisy_bn_train_percentiles.png").stat().st_size
+    stability = next(c for claim, c in found.items() if claim.startswith("noisy BN's tracked units drift more"))
+    drifts = {recipe: [max(m) - min(m) for m in ([float(r["train_act/h1/p50"]) for r in read_metrics(run)
+                                                  if r["train_act/h1/p50"]] for run in _runs(runs, recipe))]
+              for recipe in ("noisy_bn", "no_norm")}
+    h1 = difference(drifts["noisy_bn"], drifts["no_norm"])
+    assert f"h1 median: {h1.points(1.0, 3)}" in stability["found"] and stability["verdict"] in claims.VERDICTS
 
 
 def test_the_lp_section_has_one_verdict_per_norm_from_the_runs(report: tuple[Path, dict]) -> None:

@@ -10,7 +10,8 @@ probe. The model stays in training mode: BN normalises by the statistics of the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -40,14 +41,33 @@ class Replay:
         params = {**self.params, **{name: t.detach() for name, t in values.items()}}
         leaves = [params[name].detach().requires_grad_() for name in wrt]
         params.update(zip(wrt, leaves))
+        with self._same_draws(), torch.enable_grad():
+            loss = self.loss(self._forward(params), self.targets)
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+        return loss.detach(), list(grads)
+
+    def taps(self, unit: int) -> list[Tensor]:
+        """The model's taps on the step's batch at the current weights, in training mode (BN normalising by the
+        batch, any noise layer drawing): each tap's `unit`-th unit, (B,) or (B * positions,), as Model.forward
+        appends them."""
+        taps: list[Tensor] = []
+        with self._same_draws(), torch.no_grad():
+            self._forward(self.params, taps, unit)
+        return taps
+
+    def _forward(self, params: Mapping[str, Tensor], taps: list[Tensor] | None = None,
+                 unit: int | None = None) -> Tensor:
         buffers = {name: b.clone() for name, b in self.buffers.items()}  # BN's running statistics move in place
-        with torch.random.fork_rng(self.devices), torch.enable_grad():
+        return functional_call(self.model, {**params, **buffers}, (self.inputs,), {"taps": taps, "unit": unit})
+
+    @contextmanager
+    def _same_draws(self) -> Iterator[None]:
+        """The global RNG at the state the probe found, and back to where it was after."""
+        with torch.random.fork_rng(self.devices):
             torch.set_rng_state(self.rng)
             if self.cuda_rng is not None:
                 torch.cuda.set_rng_state(self.cuda_rng, self.devices[0])
-            loss = self.loss(functional_call(self.model, {**params, **buffers}, (self.inputs,)), self.targets)
-            grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
-        return loss.detach(), list(grads)
+            yield
 
 
 def flat_norm(tensors: Sequence[Tensor]) -> Tensor:

@@ -59,8 +59,8 @@ def log_difference(bn: Sequence[float], base: Sequence[float]) -> Interval | Non
 
 
 def parts_claim(where: str, quote: str, claim: str, parts: list[tuple[str, Interval | None]], wanted: str,
-                rule: str, unit: str) -> claims.Claim:
-    """One claim tested in several parts (layers, learning rates), each a Welch interval of BN - no BN that should
+                rule: str, unit: str, contrast: str = "BN - no BN") -> claims.Claim:
+    """One claim tested in several parts (layers, learning rates), each a Welch interval of `contrast` that should
     lie wholly on the `wanted` side ("above" or "below") of its bar: reproduced if every part does, partly if some
     do, not reproduced if none does and some lie wholly on the other side, else inconclusive."""
     tested = [(name, iv) for name, iv in parts if iv is not None]
@@ -68,7 +68,7 @@ def parts_claim(where: str, quote: str, claim: str, parts: list[tuple[str, Inter
         return claims.Claim(where, quote, claim, "fewer than two seeds with and without BN in every part, so no "
                             "interval", claims.UNTESTABLE, rule, paraphrased=True)
     found = "; ".join(f"{name}: {iv.points(1.0, 3)} {unit}".rstrip() for name, iv in tested)
-    found += f" ({CONFIDENCE:.0%} Welch intervals of BN - no BN)"
+    found += f" ({CONFIDENCE:.0%} Welch intervals of {contrast})"
     held = [name for name, iv in tested if iv.side() == wanted]
     other = "below" if wanted == "above" else "above"
     against = [name for name, iv in tested if iv.side() == other]
