@@ -172,6 +172,9 @@ def test_train_acts_are_the_percentiles_of_the_steps_batch_in_training_mode() ->
     q = torch.tensor([0.1, 0.5, 0.9])
     assert values == {f"train_act/{tap}/p{p}": v for tap, t in zip(("h1", "h2"), taps)
                       for p, v in zip((10, 50, 90), torch.quantile(t.detach(), q).tolist())}
+    # the unit and percentiles are the run's tracked ones (tracking.unit, tracking.percentiles)
+    cfg = validated("probes=[train_acts]", "tracking.unit=1", "tracking.percentiles=[10,50,90]").probes.train_acts
+    assert (cfg.unit, list(cfg.percentiles)) == (1, [10, 50, 90])
     model.eval()  # what the evaluation's act/ columns see: running statistics, no noise
     inference: list[Tensor] = []
     model(view.batch[0], inference, 1)

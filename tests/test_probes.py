@@ -18,7 +18,7 @@ SHORT = ("train.steps=300", "train.eval_every=100", "train.progress=false", "wan
 PROBE = ("probes=[grad_norms]", "probes.grad_norms.every=40")
 # the probes that recompute the step at other weights (tests/test_ics_landscape.py), at steps of their own
 REPLAYS = ("probes=[grad_norms,ics,landscape,train_acts]", "probes.ics.every=60", "probes.landscape.every=75",
-           "probes.landscape.points=3", "probes.train_acts.every=100", "tracking.unit=2")
+           "probes.landscape.points=3", "probes.train_acts.every=100")
 
 
 def read(path: Path) -> list[dict[str, str]]:
@@ -52,7 +52,7 @@ def test_a_probe_adds_columns_and_rows_and_leaves_the_metrics_bit_for_bit(cli, p
     columns = [f"grad_norm/weight/{layer}" for layer in layers]
     ics = [f"ics/{m}/{layer}" for m in ("l2", "cos") for layer in layers]
     landscape = [f"landscape/{c}" for c in ("loss/min", "loss/max", "grad_change/min", "grad_change/max", "beta")]
-    train_acts = [f"train_act/{tap}/p{p}" for tap in layers[:3] for p in (15, 50, 85)]  # tracking.unit's
+    train_acts = [f"train_act/{tap}/p{p}" for tap in layers[:3] for p in (15, 50, 85)]  # tracking.percentiles
     assert list(rows[0])[-26:] == columns + ics + landscape + train_acts
     for probed, every in ((columns, 40), (ics, 60), (landscape, 75), (train_acts, 100)):
         measured = [r for r in rows if r[probed[0]] != ""]
