@@ -90,7 +90,7 @@ def test_a_dln_run_trains_alone_its_loss_falls_and_its_report_draws_loss_curves(
     # the config a CLI run keeps in .hydra/ (record_hydra_files), which the report reads
     (job.run_dir / ".hydra").mkdir()
     (job.run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(job.cfg))
-    report = build_report([job.run_dir], tmp_path / "report").read_text()
+    report = build_report([job.run_dir], tmp_path / "report", formats=("png",)).read_text()
     assert "linear Gaussian: l2 loss over training (DLN)" in report
     assert (tmp_path / "report" / "loss_curves.png").exists()
     assert "the runs fit a regression task" in report

@@ -216,7 +216,7 @@ def test_percentile_figure_draws_one_network_per_panel(sweeps: list[Path]) -> No
 
 
 def test_fig1bc_draws_the_chosen_seed_and_every_seed_apart(sweeps: list[Path], tmp_path: Path) -> None:
-    main([str(sweeps[0]), "--out", str(tmp_path), "--seed", "1"])
+    main([str(sweeps[0]), "--out", str(tmp_path), "--seed", "1", "--formats", "png"])
     md = (tmp_path / "report.md").read_text()
     assert "Drawn: seed 1." in md and "--seed 1" in md
     assert "Nothing is averaged across seeds" in md
@@ -234,7 +234,7 @@ def test_missing_configuration_and_incomplete_run_are_reported(sweeps: list[Path
     shutil.copytree(only_bn / "run0", only_bn / "killed")
     (only_bn / "killed" / "summary.json").unlink()
     monkeypatch.chdir(tmp_path)  # the default --out is relative: reports/<experiment name>
-    main([str(only_bn)])
+    main([str(only_bn), "--formats", "png"])
 
     out = tmp_path / "reports" / "default"
     md = (out / "report.md").read_text()
@@ -246,6 +246,15 @@ def test_missing_configuration_and_incomplete_run_are_reported(sweeps: list[Path
     assert not (out / "lr_sweep.png").exists() and (out / "fig1a_test_accuracy.png").exists()
     command = next(x for x in md.splitlines() if x.startswith("bnrepro-train model.bn=before seed=0 "))
     assert f"seed=0 {SHORT[0]} {SHORT[1]} " in command and "hydra.sweep" not in command
+
+
+def test_a_figure_format_other_than_png_or_pdf_is_one_line_before_anything_is_written(
+        sweeps: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweeps[0]), "--out", str(tmp_path / "report"), "--formats", "png,svg"])
+    assert exit_info.value.code == 2 and not (tmp_path / "report").exists()
+    assert capsys.readouterr().err == ("bnrepro-report: invalid --formats='png,svg' (allowed: one or more of png, pdf, "
+                                       "comma-separated)\n")
 
 
 def test_no_runs_is_an_error(tmp_path: Path) -> None:
@@ -469,7 +478,7 @@ def test_probe_rows_change_no_table_claim_or_figure(report: Path, sweeps: list[P
     probed = pd.read_csv(next((tmp_path / "runs").rglob("metrics.csv")))
     assert probed["test_acc"].isna().sum() >= 2 and "grad_norm/weight/h1" in probed  # the copies do have probes
 
-    main([*map(str, copies), "--out", str(tmp_path / "report")])
+    main([*map(str, copies), "--out", str(tmp_path / "report"), "--formats", "png"])
     md, md_probed = (report / "report.md").read_text(), (tmp_path / "report" / "report.md").read_text()
     for title in ("The paper's claims at a glance", "Accuracy per configuration",
                   "Tuned comparison: each configuration at its own best learning rate",
@@ -484,7 +493,7 @@ def test_titles_and_captions_name_the_model_and_data_set(sweeps: list[Path], tmp
     for summary_path in copy.rglob("summary.json"):
         summary = json.loads(summary_path.read_text())
         summary_path.write_text(json.dumps({**summary, "model_name": "CNN", "data_name": "Fashion-MNIST"}))
-    main([str(copy), "--out", str(tmp_path / "report")])
+    main([str(copy), "--out", str(tmp_path / "report"), "--formats", "png"])
     out = tmp_path / "report"
     md = (out / "report.md").read_text()
 
@@ -528,7 +537,7 @@ def test_settings_of_another_model_do_not_break_the_slices(sweeps: list[Path], t
             config_path.write_text(yaml.safe_dump(config))
             summary = json.loads(summary_path.read_text())
             summary_path.write_text(json.dumps({**summary, "model_name": "CNN"}))
-    main([str(copy), "--out", str(tmp_path / "report")])
+    main([str(copy), "--out", str(tmp_path / "report"), "--formats", "png"])
     md = (tmp_path / "report" / "report.md").read_text()
 
     table = _table(md, "Accuracy per configuration")

@@ -34,7 +34,7 @@ def report(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
             (job.run_dir / CONFIG).parent.mkdir()
             OmegaConf.save(job.cfg, job.run_dir / CONFIG)  # what Hydra writes for a run from the command line
             train([job])
-    out = build_report([root / "runs"], root / "report").parent
+    out = build_report([root / "runs"], root / "report", formats=("png",)).parent
     return root / "runs", json.loads((out / "numbers.json").read_text())
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from bnrepro.report import provenance, sections, slices
+from bnrepro.report import draw, provenance, sections, slices
 from bnrepro.report.load import RunSet, load_runs
 from bnrepro.report.markdown import Report, Section, Skipped, render, unique_claims
 from bnrepro.report.names import data_name, model_name
@@ -107,10 +107,10 @@ def numbers(report: Report, ctx: sections.Context) -> dict[str, Any]:
 
 
 def build_report(paths: list[Path], out: Path | None = None, base_lr: float | None = None,
-                 figure_seed: int = 0) -> Path:
+                 figure_seed: int = 0, formats: tuple[str, ...] = draw.FORMATS) -> Path:
     """Write report.md, numbers.json and the figures for the runs under `paths`; returns report.md's path.
 
-    figure_seed: the seed whose networks Figure 1(b, c) draws."""
+    figure_seed: the seed whose networks Figure 1(b, c) draws. formats: the figures' file formats (png, pdf)."""
     rs = load_runs(paths)
     if rs.runs.empty:
         raise FileNotFoundError(f"no run folder (one with summary.json) under {', '.join(map(str, paths))}"
@@ -118,7 +118,7 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
     out = out or default_out(rs)
     out.mkdir(parents=True, exist_ok=True)
     for stem in sections.stems():  # a figure this run set cannot make must not survive from an older report
-        for suffix in (".png", ".pdf"):
+        for suffix in (f".{f}" for f in draw.FORMATS):
             (out / f"{stem}{suffix}").unlink(missing_ok=True)
 
     runs = rs.finished
@@ -131,7 +131,7 @@ def build_report(paths: list[Path], out: Path | None = None, base_lr: float | No
     lr, how = slices.choose_base_lr(runs, base_lr)
     named = runs if len(runs) else rs.runs  # with no finished run, the loaded ones still say what was trained
     ctx = sections.Context(runs, metrics, varying, lr, out, model_name(named), data_name(named), figure_seed,
-                           _configuration_names(runs), has_accuracy(metrics))
+                           _configuration_names(runs), has_accuracy(metrics), tuple(formats))
     items = _sections(ctx)
     names = sorted({str(n) for n in rs.runs["name"].dropna()}) if "name" in rs.runs else []
     report = Report(

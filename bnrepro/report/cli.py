@@ -1,4 +1,5 @@
-"""`bnrepro-report RUN_OR_SWEEP... [--out DIR] [--base-lr LR]`: figures and report.md from run folders."""
+"""`bnrepro-report RUN_OR_SWEEP... [--out DIR] [--base-lr LR] [--seed N] [--formats png,pdf]`: figures and report.md
+from run folders."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bnrepro.report.build import build_report
+from bnrepro.report.draw import FORMATS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,9 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="the seed whose networks Figure 1(b, c) draws, one network per panel (default 0; "
                              "the smallest seed present if that one is not)")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"the figures' file formats, comma-separated (default {','.join(FORMATS)}; png alone "
+                             "for a quicker look)")
     args = parser.parse_args(argv)
+    formats = tuple(f for f in args.formats.split(",") if f)
+    if not formats or any(f not in FORMATS for f in formats):
+        print(f"bnrepro-report: invalid --formats={args.formats!r} (allowed: one or more of {', '.join(FORMATS)}, "
+              "comma-separated)", file=sys.stderr)
+        sys.exit(2)
     try:
-        path = build_report(args.paths, args.out, args.base_lr, args.seed)
+        path = build_report(args.paths, args.out, args.base_lr, args.seed, formats)
     except FileNotFoundError as e:
         print(f"bnrepro-report: {e}", file=sys.stderr)
         sys.exit(1)

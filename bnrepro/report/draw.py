@@ -26,9 +26,13 @@ def title(fig: Figure) -> str:
     return fig.get_suptitle() or (fig.axes[0].get_title() if fig.axes else "")
 
 
-def save(fig: Figure, out: Path, stem: str) -> list[Path]:
-    """PNG and PDF, each carrying the figure's title as metadata, so a file opened alone says what it shows."""
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+FORMATS = ("png", "pdf")  # what a report saves each figure as (bnrepro-report --formats)
+
+
+def save(fig: Figure, out: Path, stem: str, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """PNG and PDF (or those of `formats`), each carrying the figure's title as metadata, so a file opened alone
+    says what it shows."""
+    paths = [out / f"{stem}.{suffix}" for suffix in formats]
     for path in paths:
         # no creation date or software version in the file: the same runs give the same bytes
         metadata = {"CreationDate": None, "Producer": None} if path.suffix == ".pdf" else {"Software": None}

@@ -42,12 +42,14 @@ class Context:
     figure_seed: int = 0  # the seed whose network Figure 1(b, c) draws (one network, one unit, never a seed mean)
     named: tuple[str, ...] = ()  # the configurations' names when the runs carry several (config `variant`, recipe/)
     accuracy: bool = True  # the runs measure test accuracy (False: a regression task's, judged by their loss)
+    formats: tuple[str, ...] = draw.FORMATS  # the file formats of every figure
 
     def save(self, fig: Figure, stem: str) -> list[Path]:
-        """Save `fig` as <out>/<stem>.png and .pdf; only a declared stem, so that the next build clears it."""
+        """Save `fig` as <out>/<stem>.png and .pdf (or `formats`); only a declared stem, so that the next build
+        clears it."""
         if stem not in stems():
             raise ValueError(f"figure stem {stem!r} is not declared by any @section(stems=...)")
-        return draw.save(fig, self.out, stem)
+        return draw.save(fig, self.out, stem, self.formats)
 
 
 Build = Callable[[Context], Section | Skipped | None]
