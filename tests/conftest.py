@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from warm_cli import WarmCLI
+from warm_cli import WarmCLI, WarmProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,17 +45,35 @@ def cli_env(data_root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def cli(cli_env: dict[str, str]) -> Iterator[CLI]:
+def warm(cli_env: dict[str, str]) -> Iterator[Callable[[], WarmCLI]]:
+    """This worker's warm interpreter (warm_cli.py), started on first use."""
+    server: list[WarmCLI] = []
+
+    def get() -> WarmCLI:
+        if not server:
+            server.append(WarmCLI(cli_env, REPO))
+        return server[0]
+
+    yield get
+    for s in server:
+        s.close()
+
+
+# environment variables read only while a run runs, never as a module imports (the warm interpreter has not
+# imported wandb; bnrepro reads its own when it resolves a data root): a forked run sees them as a fresh one does
+RUNTIME_ENV = ("WANDB_", "BNREPRO_")
+
+
+@pytest.fixture(scope="session")
+def cli(cli_env: dict[str, str], warm: Callable[[], WarmCLI]) -> CLI:
     """Run `bnrepro-train` with the session's data cache, no network: a process forked from a warm interpreter
-    (warm_cli.py); with `env`, which can change what modules read as they import, a fresh `python -m bnrepro.train`."""
-    warm: WarmCLI | None = None
+    (warm_cli.py); with other variables in `env` (HOME, TORCH_EXTENSIONS_DIR, ...), which modules may read as they
+    import, a fresh `python -m bnrepro.train`."""
 
     def run(*overrides: str, check: bool = True, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        nonlocal warm
-        if env is None:
-            warm = warm or WarmCLI(cli_env, REPO)
-            proc = warm.run(_quiet(overrides), REPO, cli_env, timeout)
+        if all(key.startswith(RUNTIME_ENV) for key in env or {}):
+            proc = warm().run(_quiet(overrides), REPO, {**cli_env, **(env or {})}, timeout)
         else:
             proc = subprocess.run([*TRAIN, *_quiet(overrides)], cwd=REPO, env={**cli_env, **env},
                                   capture_output=True, text=True, timeout=timeout)
@@ -63,16 +81,17 @@ def cli(cli_env: dict[str, str]) -> Iterator[CLI]:
             raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc
 
-    yield run
-    if warm is not None:
-        warm.close()
+    return run
 
 
 @pytest.fixture(scope="session")
-def start_cli(cli_env: dict[str, str]) -> Callable[..., subprocess.Popen]:
-    """Start `bnrepro-train` in the background, for tests that signal, kill or race it."""
+def start_cli(cli_env: dict[str, str], warm: Callable[[], WarmCLI]) -> Callable[..., subprocess.Popen | WarmProcess]:
+    """Start `bnrepro-train` in the background, for tests that signal, kill or race it: forked from the warm
+    interpreter, or with fresh=True a new `python -m bnrepro.train` (a test of the start-up itself)."""
 
-    def start(*overrides: str, cwd: Path = REPO) -> subprocess.Popen:
+    def start(*overrides: str, cwd: Path = REPO, fresh: bool = False) -> subprocess.Popen | WarmProcess:
+        if not fresh:
+            return warm().start(_quiet(overrides), cwd, cli_env)
         return subprocess.Popen([*TRAIN, *_quiet(overrides)], cwd=cwd, env=cli_env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
 

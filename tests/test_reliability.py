@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from warm_cli import WarmCLI, WarmProcess
 
 from bnrepro.errors import EXIT_CORRUPT, EXIT_IO, EXIT_REFUSED
 from bnrepro.run.checkpoint import CHECKPOINT_FILE
@@ -97,11 +98,16 @@ def _no_tmp_files(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def start(cli_env: dict[str, str]) -> Callable[..., subprocess.Popen]:
+def start(cli_env: dict[str, str], warm: Callable[[], WarmCLI]) -> Callable[..., subprocess.Popen | WarmProcess]:
     """Start `bnrepro-train` with the session's data cache; session=True: in a process group of its own, as a
-    terminal's foreground job is (a Ctrl-C there reaches the whole group)."""
+    terminal's foreground job is (a Ctrl-C there reaches the whole group). Forked from the warm interpreter
+    (warm_cli.py), or a new `python -m bnrepro.train` where the start-up is the subject (fresh=True), the
+    environment changes or Popen's own options (`popen`, e.g. preexec_fn) are asked for."""
 
-    def run(*args: str, env: dict[str, str] | None = None, session: bool = False, **popen) -> subprocess.Popen:
+    def run(*args: str, env: dict[str, str] | None = None, session: bool = False, fresh: bool = False,
+            **popen) -> subprocess.Popen | WarmProcess:
+        if not (fresh or env or popen):
+            return warm().start(list(args), REPO, cli_env, session=session)
         return subprocess.Popen([*TRAIN, *args], cwd=REPO, env={**cli_env, **(env or {})}, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=session, **popen)
 
@@ -410,7 +416,7 @@ def test_a_full_disk_marks_the_run_failed_and_the_same_command_continues_it(
 def test_a_signal_during_start_up_is_one_line_and_never_leaves_running(start, tmp_path: Path, signum: int,
                                                                        when: float | str) -> None:
     run_dir = tmp_path / "run"
-    proc = start(*RUN, "wandb.mode=offline", f"hydra.run.dir={run_dir}")
+    proc = start(*RUN, "wandb.mode=offline", f"hydra.run.dir={run_dir}", fresh=True)  # the imports included
     if when == "summary":  # the first moment the run folder holds a summary: W&B is starting
         _wait_for(lambda: (run_dir / "summary.json").exists(), proc)
     else:
