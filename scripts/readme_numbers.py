@@ -41,8 +41,9 @@ def load(reports: Path, name: str) -> dict[str, Any]:
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"  # a norm's bars stay in its cell
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
 def pct_range(ci: str) -> str:
@@ -267,8 +268,16 @@ def non_iid(reports: Path) -> str:
 
 
 def study(reports: Path, name: str, where: tuple[str, ...] = ("Santurkar", "Yang")) -> str:
-    """The claims of one of the why-BN-helps reports (reports/<name>), as its report states them."""
-    return _claims(load(reports, name), where)
+    """The claims of one of the why-BN-helps reports (reports/<name>), as its report states them; for an ICS study,
+    first its per-layer medians."""
+    n = load(reports, name)
+    rows = _titled(n, "Internal covariate shift per layer")
+    if not rows:
+        return _claims(n, where)
+    table = md_table(["network", "layer", "||G - G'|| (median over training, mean of the seeds)", "cos(G, G') (same)"],
+                     [[r["network"], r["layer"], r["||G - G'|| median (mean)"], r["cos(G, G') median (mean)"]]
+                      for r in rows])
+    return f"{table}\n\n{_claims(n, where)}"
 
 
 WHY_BN_HELPS = ("noisy_bn", "lp_norms", "ics", "ics_cnn", "ics_dln", "landscape", "init_gradients")

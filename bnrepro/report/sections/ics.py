@@ -80,6 +80,21 @@ def ics_per_layer(ctx: Context) -> Section | Skipped | None:
     caption = ("For each layer i after the first: G, the step's gradient w.r.t. W_i, and G', the same on the same "
                "batch after layers 1..i-1 took this step's update (probes/ics.py); ||G - G'||_2 (log y) and "
                "cos(G, G') over training. Lines: mean over seeds at each probed step; band: min-max over seeds. "
-               "The claim compares each run's median over its probed steps." + pinned_text(pinned))
+               "The claim compares each run's median over its probed steps; the table gives those medians, seed mean "
+               "and range." + pinned_text(pinned))
     fig = _figure(ctx, groups, layers, title)
-    return Section(title, caption, found, files=ctx.save(fig, STEM))
+    return Section(title, caption, found, files=ctx.save(fig, STEM), table=_table(ctx, groups, layers))
+
+
+def _table(ctx: Context, groups: dict[str, pd.DataFrame], layers: list[str]) -> pd.DataFrame:
+    """Per network and layer: the runs' medians over training of ||G - G'|| and cos(G, G'), seed mean and range."""
+    rows = []
+    for bn, runs in groups.items():
+        for layer in layers:
+            row = {"network": STYLE[bn][1], "layer": layer, "n": len(runs)}
+            for measure, label in (("l2", "||G - G'||"), ("cos", "cos(G, G')")):
+                values = per_run(ctx.metrics, runs, f"ics/{measure}/{layer}")
+                row[f"{label} median (mean)"] = f"{sum(values) / len(values):.4g}" if values else "–"
+                row[f"{label} (min to max)"] = f"{min(values):.4g} to {max(values):.4g}" if values else "–"
+            rows.append(row)
+    return pd.DataFrame(rows)
