@@ -267,11 +267,39 @@ def non_iid(reports: Path) -> str:
     return f"{table}\n\n{_claims(n, ('Ioffe 2017',))}"
 
 
-def study(reports: Path, name: str, where: tuple[str, ...] = ("Santurkar", "Yang")) -> str:
+PARTS_SHOWN = 6  # a claim tested in more parts (a deep network's layers) shows its first ones here, all in the report
+
+
+def _shortened(found: str, name: str) -> str:
+    """A claim's numbers, at most PARTS_SHOWN of its '; '-separated parts (its closing sentence kept)."""
+    parts, tail = found.split("; "), ""
+    if len(parts) <= PARTS_SHOWN:
+        return found
+    last = parts[-1]
+    if "(" in last:  # the last part carries the interval's legend, e.g. "(95% Welch intervals of BN - no BN)..."
+        tail = " " + last[last.index("(", last.index("]") if "]" in last else 0):]
+        if (held := re.search(r"\. It holds at (.*), not at (.*)$", tail)) is not None:
+            tail = tail[:held.start()] + f". It holds at {len(_names(held[1]))} of {len(parts)} parts"
+    return "; ".join(parts[:PARTS_SHOWN]) + f"; … ({len(parts)} parts in all: reports/{name}/report.md)" + tail
+
+
+def _names(listed: str) -> list[str]:
+    """'h2 -cos(G, G'), h3 ||G - G'||' -> its items: commas inside parentheses belong to an item."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(listed):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if listed.startswith(", ", i) and depth == 0:
+            items.append(listed[start:i])
+            start = i + 2
+    return [*items, listed[start:]]
+
+
+def study(reports: Path, name: str, where: tuple[str, ...] = ("Santurkar", "Yang"), layers: bool = True) -> str:
     """The claims of one of the why-BN-helps reports (reports/<name>), as its report states them; for an ICS study,
-    first its per-layer medians."""
+    first its per-layer medians (layers=False: a deep network's many layers only in the report)."""
     n = load(reports, name)
-    rows = _titled(n, "Internal covariate shift per layer")
+    n = {**n, "claims": [{**c, "found": _shortened(c["found"], name)} for c in n["claims"]]}
+    rows = _titled(n, "Internal covariate shift per layer") if layers else []
     if not rows:
         return _claims(n, where)
     table = md_table(["network", "layer", "||G - G'|| (median over training, mean of the seeds)", "cos(G, G') (same)"],
@@ -287,7 +315,8 @@ WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig
                                              "sec42_ablation": sec42_ablation, "batch_size": batch_size,
                                              "batch_size_cnn": partial(batch_size, name="batch_size_cnn"),
                                              "bn_inference": bn_inference, "non_iid": non_iid,
-                                             **{name: partial(study, name=name) for name in WHY_BN_HELPS}}
+                                             **{name: partial(study, name=name, layers=name != "ics_dln")
+                                                for name in WHY_BN_HELPS}}
 
 
 def regenerate(readme: str, reports: Path) -> str:

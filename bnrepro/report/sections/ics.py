@@ -82,8 +82,22 @@ def ics_per_layer(ctx: Context) -> Section | Skipped | None:
                "cos(G, G') over training. Lines: mean over seeds at each probed step; band: min-max over seeds. "
                "The claim compares each run's median over its probed steps; the table gives those medians, seed mean "
                "and range." + pinned_text(pinned))
-    fig = _figure(ctx, groups, layers, title)
+    drawn = _drawn(layers)
+    if len(drawn) < len(layers):
+        caption += f" Drawn: {len(drawn)} of the {len(layers)} layers, evenly spaced ({', '.join(drawn)}); the table " \
+                   "has every layer."
+    fig = _figure(ctx, groups, drawn, title)
     return Section(title, caption, found, files=ctx.save(fig, STEM), table=_table(ctx, groups, layers))
+
+
+FIGURE_LAYERS = 6  # at most this many layer columns in the figure (a deep network's first, last and between)
+
+
+def _drawn(layers: list[str]) -> list[str]:
+    if len(layers) <= FIGURE_LAYERS:
+        return layers
+    picks = sorted({round(i * (len(layers) - 1) / (FIGURE_LAYERS - 1)) for i in range(FIGURE_LAYERS)})
+    return [layers[i] for i in picks]
 
 
 def _table(ctx: Context, groups: dict[str, pd.DataFrame], layers: list[str]) -> pd.DataFrame:
