@@ -66,7 +66,7 @@ batch: install
 
 # Why BN helps (Santurkar et al. 2018, Yang et al. 2019): noisy BN, lp normalisation, internal covariate shift on the
 # MLP, the conv net and the deep linear network, the loss landscape, gradients at initialisation; about an hour
-WHY ?= noisy_bn lp_norms noisy_bn_cnn lp_norms_cnn ics ics_cnn ics_dln landscape init_gradients
+WHY ?= noisy_bn lp_norms noisy_bn_cnn lp_norms_cnn ics ics_cnn dln ics_dln landscape init_gradients
 why: install
 	@for e in $(WHY); do \
 	  $(BIN)/bnrepro-train -m experiment=$$e hydra/launcher=vectorized hydra.sweep.dir=multirun/$$e train.progress=false \

@@ -308,7 +308,8 @@ def study(reports: Path, name: str, where: tuple[str, ...] = ("Santurkar", "Yang
     return f"{table}\n\n{_claims(n, where)}"
 
 
-WHY_BN_HELPS = ("noisy_bn", "lp_norms", "ics", "ics_cnn", "ics_dln", "landscape", "init_gradients")
+WHY_BN_HELPS = ("noisy_bn", "noisy_bn_cnn", "lp_norms", "lp_norms_cnn", "ics", "ics_cnn", "ics_dln", "landscape",
+                "init_gradients")
 WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig1, "lr_sweep": lr_sweep,
                                              "bn_placement": bn_placement, "verdicts": verdicts, "noise": noise,
                                              "sec42_tuning": sec42_tuning, "sec42": sec42,
