@@ -16,7 +16,8 @@ import pandas as pd
 
 from bnrepro.report.thresholds import CONFIDENCE, REACH_TOLERANCE
 
-ACT_COLUMN = re.compile(r"^act/(?P<layer>[^/]+)/p(?P<q>[0-9.]+)$")
+# a tracked unit's percentile: act/ at evaluations (inference mode), train_act/ from the train_acts probe
+ACT_COLUMN = re.compile(r"^(?P<family>act|train_act)/(?P<layer>[^/]+)/p(?P<q>[0-9.]+)$")
 GRAD_COLUMN = re.compile(r"^grad_norm/(?P<param>gamma|beta)/(?P<layer>[^/]+)$")
 
 
@@ -184,14 +185,16 @@ def drift(metrics: pd.DataFrame, runs: pd.DataFrame, columns: list[str]) -> Drif
     return Drift(median.astype(float), spread.astype(float))
 
 
-def taps(metrics: pd.DataFrame) -> list[str]:
+def taps(metrics: pd.DataFrame, family: str = "act") -> list[str]:
     """Tracked layers (taps: h1, h2, h3 of the MLP; conv1, ..., fc1 of the CNN), in the model's order.
 
+    family: the evaluation's `act` columns, or the train_acts probe's `train_act` (the same unit in training mode).
     metrics.csv lists a model's taps input to output, so the order of first appearance among the columns
     is the model's order (names alone do not sort that way: fc1 comes after conv2). Columns that only
     other runs' metrics.csv have are all empty in `metrics` of one slice and left out.
     """
-    names = [m["layer"] for c in metrics.columns if (m := ACT_COLUMN.match(c)) and metrics[c].notna().any()]
+    names = [m["layer"] for c in metrics.columns
+             if (m := ACT_COLUMN.match(c)) and m["family"] == family and metrics[c].notna().any()]
     return list(dict.fromkeys(names))
 
 
@@ -210,8 +213,8 @@ def has_accuracy(metrics: pd.DataFrame) -> bool:
     return rows.empty or bool(rows["test_acc"].notna().any())
 
 
-def percentiles(metrics: pd.DataFrame, layer: str) -> list[str]:
-    """The percentile columns of one layer, lowest first."""
+def percentiles(metrics: pd.DataFrame, layer: str, family: str = "act") -> list[str]:
+    """The percentile columns of one layer (of the `act` or `train_act` columns), lowest first."""
     matched = [(m, c) for c in metrics.columns if (m := ACT_COLUMN.match(c))]
-    found = [(float(m["q"]), c) for m, c in matched if m["layer"] == layer]
+    found = [(float(m["q"]), c) for m, c in matched if m["layer"] == layer and m["family"] == family]
     return [c for _, c in sorted(found)]

@@ -14,8 +14,6 @@ training), per layer.
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 from bnrepro.report import claims, draw
@@ -33,7 +31,6 @@ from bnrepro.report.thresholds import CONFIDENCE, EARLY_FRACTION
 NO_BN, BN, NOISY, NOISE_ONLY = "no BN", "BN", "noisy BN", "noise without BN"
 VARIANTS = (NO_BN, BN, NOISY, NOISE_ONLY)
 CURVES, PERCENTILES, TRAINING = "noisy_bn_accuracy", "noisy_bn_percentiles", "noisy_bn_train_percentiles"
-TRAIN_ACT = re.compile(r"^train_act/(?P<layer>[^/]+)/p(?P<q>[0-9.]+)$")
 TITLE = "Noisy BN"
 WHERE = "Santurkar et al. 2018, Sec. 2.1, Fig. 2"
 FINDINGS = {
@@ -42,15 +39,6 @@ FINDINGS = {
     "stability": "With noisy BN the activation distributions are less stable than in the standard network (without "
                  "BN).",
 }
-
-
-def train_percentiles(metrics: pd.DataFrame) -> dict[str, list[str]]:
-    """The train_acts probe's columns by layer, in the model's order, each layer's lowest percentile first."""
-    found: dict[str, list[tuple[float, str]]] = {}
-    for c in metrics.columns:
-        if (m := TRAIN_ACT.match(c)) and metrics[c].notna().any():
-            found.setdefault(m["layer"], []).append((float(m["q"]), c))
-    return {layer: [c for _, c in sorted(cols)] for layer, cols in found.items()}
 
 
 def _stability(ctx: Context, study: dict[str, pd.DataFrame], layers: dict[str, list[str]]) -> claims.Claim:
@@ -97,7 +85,8 @@ def noisy_bn(ctx: Context) -> Section | Skipped | None:
                            f"the noise slows the network without BN: at {EARLY_FRACTION:.0%} of training it is "
                            "behind the same network without noise", early),
     ]
-    training = train_percentiles(ctx.metrics[ctx.metrics["run"].isin(pd.concat(study.values())["run"])])
+    mine = ctx.metrics[ctx.metrics["run"].isin(pd.concat(study.values())["run"])]
+    training = {layer: percentiles(mine, layer, "train_act") for layer in taps(mine, "train_act")}
     if training:
         found.append(_stability(ctx, study, training))
     for claim in found:
