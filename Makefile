@@ -28,10 +28,12 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # one pytest worker per core, each test file on one worker (its module fixtures are made once): most tests run
-# single-threaded training processes, so two cores take the suite in about half the time
+# single-threaded training processes, so two cores take the suite in about half the time. Bytecode caches are
+# written even where PYTHONDONTWRITEBYTECODE is set: the suite starts dozens of fresh interpreters (launcher
+# workers, start-up tests), each of which would otherwise compile bnrepro anew; __pycache__ is git-ignored
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -n auto --dist loadfile
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ before any data is loaded or any file is written, and returns the config with ev
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -119,9 +120,18 @@ class Config:
     probes: dict[str, Any] = field(default_factory=dict)  # parts: conf/probes/<name>.yaml, by name
 
 
+@functools.cache
+def _schema() -> DictConfig:
+    """Config as an OmegaConf schema, read-only: built once per process, though every composition (the job
+    folder's name) and every validation reads it."""
+    schema = OmegaConf.structured(Config)
+    OmegaConf.set_readonly(schema, True)
+    return schema
+
+
 def neutral_leaf_keys() -> list[str]:
     """COMPUTE_NEUTRAL with each group spelled out as its keys: what Hydra's override_dirname excludes."""
-    schema = OmegaConf.structured(Config)
+    schema = _schema()
     keys = []
     for key in COMPUTE_NEUTRAL:
         node = OmegaConf.select(schema, key, throw_on_missing=False)
@@ -171,7 +181,7 @@ def validate(cfg: Any) -> DictConfig:
     from bnrepro.training.batches import BATCHINGS, SHUFFLES
     from bnrepro.training.optim import LR_SCALINGS, SCHEDULES
 
-    if unknown := _unknown_keys(cfg, OmegaConf.structured(Config)):
+    if unknown := _unknown_keys(cfg, _schema()):
         raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]), "only the keys of the schema in "
                           "bnrepro/config.py (see `bnrepro-train --cfg job`)")
     model_cls, model = load_part(cfg.model, "model", Model)

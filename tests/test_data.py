@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torchvision.datasets import MNIST as TorchvisionMNIST
 
 import bnrepro.data.base
 import bnrepro.data.mnist
@@ -36,6 +35,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
+
+
+def TorchvisionMNIST(root: Path, train: bool, download: bool = False):  # noqa: N802 - stands for the class
+    """torchvision's MNIST reader, the oracle for our idx files; imported here, not at the top, because
+    torchvision.datasets loads torch's compiler stack (seconds of CPU in every pytest worker that collects this
+    file, though only one runs these tests)."""
+    from torchvision.datasets import MNIST
+
+    return MNIST(root, train=train, download=download)
 
 
 @pytest.fixture(scope="module")

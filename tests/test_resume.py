@@ -33,7 +33,7 @@ def _wait_for(path: Path, timeout: float = 60) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
-    cli(*RUN, f"hydra.run.dir={run_dir}")
+    cli(*RUN, "wandb.mode=disabled", f"hydra.run.dir={run_dir}")  # W&B is compute-neutral: the same metrics
     return run_dir
 
 

@@ -9,7 +9,8 @@ group), working folder, environment, argv, stdout, stderr, signal handlers and e
 imported when, a signal while it imports, an environment that changes what modules read at import): such tests
 start a fresh interpreter (`fresh=True` in conftest's fixtures, and any run given its own environment).
 
-The server never runs a torch op, so no thread pool exists to be forked. It reads one JSON request per line on
+The server's only torch ops (loading the session's MNIST, which its runs then share as a basic launcher's jobs
+do) run on one thread, so no thread pool exists to be forked. It reads one JSON request per line on
 stdin, forks, answers `{"id": ..., "pid": ...}`, and `{"id": ..., "rc": ...}` when that child ends; several
 children may run at once (a test that races two writers).
 """
@@ -129,11 +130,11 @@ class WarmCLI:
 
 def _serve() -> None:
     # what every CLI run imports, so that a fork starts with it: torch, Hydra and its plugins, the parts
-    import torch  # noqa: F401
+    import torch
     from hydra.core.plugins import Plugins
 
     import bnrepro.data.fashion_mnist  # noqa: F401
-    import bnrepro.data.mnist  # noqa: F401
+    import bnrepro.data.mnist
     import bnrepro.models.cnn  # noqa: F401
     import bnrepro.models.mlp  # noqa: F401
     import bnrepro.probes.grad_norms  # noqa: F401
@@ -141,6 +142,14 @@ def _serve() -> None:
     import bnrepro.train  # noqa: F401
 
     Plugins.instance()  # Hydra's plugin discovery: the same scan every run would make
+    # The session's MNIST, loaded as a sweep's first job loads it: a run forked from here finds it as the basic
+    # launcher's later jobs do (bnrepro.data.mnist keeps the last load), instead of each reading and verifying
+    # the cache again; a run with another data root or form loads its own. On one thread, so that no OpenMP pool
+    # exists to be forked; torch's default is back for the runs.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    bnrepro.data.mnist.MNIST().load("cpu")
+    torch.set_num_threads(threads)
     _answer({"ready": True})
     children: dict[int, int] = {}  # pid -> request id
     pending, stdin_open = b"", True
