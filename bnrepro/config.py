@@ -222,6 +222,8 @@ def validate(cfg: Any) -> DictConfig:
     check(least <= t.batch_size <= dataset.train_size, "train.batch_size", t.batch_size,
           f"an integer from {least} to the {dataset.name} training set's {dataset.train_size}"
           + (" (batch norm's statistics need 2 samples)" if least > 1 else ""))
+    if hasattr(settings, "check_input_shape"):  # what a model needs of the samples (a conv net: images to pool)
+        settings.check_input_shape(dataset.input_shape, dataset.name)
     if hasattr(settings, "check_batch_size"):  # a model's own constraints on the batch (ghost batches)
         try:
             settings.check_batch_size(t.batch_size)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import validated
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -186,7 +187,18 @@ def test_too_many_pools_for_the_input() -> None:
     CNN(channels=[4] * 4, pool_every=1, input_shape=(1, 28, 28))  # 28 -> 14 -> 7 -> 3 -> 1
     with pytest.raises(ConfigError) as e:
         CNN(channels=[4] * 5, pool_every=1, input_shape=(1, 28, 28))
-    assert e.value.key == "pool_every"
+    assert e.value.key == "model.pool_every"
+
+
+@pytest.mark.parametrize("overrides, key, value", [
+    (("data=linear_gaussian",), "data", "linear Gaussian"),
+    (("model.channels=[4,4,4,4,4]", "model.pool_every=1"), "model.pool_every", 1),
+])
+def test_samples_the_net_cannot_take_are_refused_before_anything_loads(overrides: tuple[str, ...], key: str,
+                                                                       value: object) -> None:
+    with pytest.raises(ConfigError) as e:
+        validated("model=cnn", *overrides)
+    assert (e.value.key, e.value.value) == (key, value) and "\n" not in str(e.value)
 
 
 def test_yaml_lists_every_key_with_its_default() -> None:

@@ -37,7 +37,7 @@ from bnrepro.models.options import (
     noise_layer,
     norm_layer,
 )
-from bnrepro.parts import ConfigError, check
+from bnrepro.parts import check
 
 # (conv layers' BN, fully connected layers' BN) of each implementation
 BN_LAYERS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
@@ -65,6 +65,19 @@ class CNNConfig(NetworkOptions):
     def tap_widths(self) -> list[int]:
         return [*self.channels, *self.hidden]
 
+    def pools(self) -> int:
+        """2x2 max-pools in the conv stack (one after every pool_every convs)."""
+        return len(self.channels) // self.pool_every
+
+    def check_input_shape(self, shape: tuple[int, ...], data: str) -> None:
+        """What the net needs of a data set's samples: images (C, H, W) that stay at least 1x1 through every pool.
+        Keys are the run's: `data` (named `data`), `model.pool_every`."""
+        check(len(shape) == 3, "data", data, f"a data set of images (C, H, W), which the conv net takes; {data}'s "
+              f"samples have shape {tuple(shape)}")
+        check(min(shape[1:]) >> self.pools() > 0, "model.pool_every", self.pool_every,
+              f"few enough pools ({len(self.channels)} convs // pool_every) that {data}'s {shape[1]}x{shape[2]} "
+              "images stay at least 1x1")
+
 
 class Layer(NormSlot):
     """A conv or linear op -> [BN [noise]] -> activation -> [BN [noise]]; the forward reads `op` and `transform`
@@ -83,8 +96,7 @@ class CNN(Model):
                  num_classes: int = 10, **settings: Any) -> None:
         super().__init__(cfg, input_shape=input_shape, num_classes=num_classes, **settings)
         c = self.cfg
-        if len(self.input_shape) != 3:
-            raise ValueError(f"CNN takes images, input_shape (C, H, W), got {self.input_shape}")
+        c.check_input_shape(self.input_shape, "the input")
         self.act, self.act_in_place = ACTIVATIONS[c.activation], ACTIVATIONS_IN_PLACE[c.activation]
         self.bn_before = noise_before(c)
         bn_2d, bn_1d = BN_LAYERS[c.bn_impl] if c.bn != "none" else (None, None)
@@ -93,10 +105,7 @@ class CNN(Model):
         in_channels, height, width = self.input_shape
         # pool after conv i (0-based) when (i + 1) is a multiple of pool_every
         self.pool_after = [(i + 1) % c.pool_every == 0 for i in range(len(c.channels))]
-        pools = sum(self.pool_after)
-        if height >> pools == 0 or width >> pools == 0:
-            raise ConfigError("pool_every", c.pool_every, f"few enough pools ({len(c.channels)} convs // pool_every) "
-                              f"that the {height}x{width} input stays at least 1x1")
+        pools = c.pools()
         widths = [in_channels, *c.channels]
         self.convs = nn.ModuleList(
             Layer(nn.Conv2d(a, b, 3, padding=1, bias=bias), norm_layer(bn_2d, b, c), noise_layer(c))
