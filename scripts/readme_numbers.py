@@ -308,6 +308,58 @@ def study(reports: Path, name: str, where: tuple[str, ...] = ("Santurkar", "Yang
     return f"{table}\n\n{_claims(n, where)}"
 
 
+def speed(reports: Path) -> str:
+    """The Speed section's measurements, from reports/bench/bench.json (scripts/bench.py)."""
+    b = json.loads((reports / "bench" / "bench.json").read_text())
+    pairs = [basic / vectorized for basic, vectorized in b["fig1_pairs"]]
+    times = ", ".join(f"{basic:.0f} s vs {vectorized:.0f} s" for basic, vectorized in b["fig1_pairs"])
+    eval_target = "within" if b["eval_share"] <= 0.05 else "above"
+    return "\n".join([
+        f"- a run costs what the bare loop costs ({b['run_vs_bare']:.2f}x with BN, {b['run_vs_bare_nobn']:.2f}x "
+        "without; the bare loop evaluates at the run's evaluation points);",
+        f"- our BN layer's training step is {b['bn_step_vs_torch']:.3f}x torch's fused layer: on CPU each direction "
+        "is one call into `bnrepro/nn/batchnorm_cpu.cpp`. The same formulas as ~20 torch ops in a Python "
+        f"`autograd.Function` (the CUDA path) cost {b['bn_step_torch_ops_vs_torch']:.2f}x: at 60 x 100 an op's "
+        "dispatch costs more than its arithmetic;",
+        f"- ghost BN (ghost batches of 15) costs {b['ghost_step_vs_ours']:.2f}x our BN's training step and Batch "
+        f"Renormalization {b['brn_step_vs_ours']:.2f}x (target 1.15x each): on CPU each is the same single kernel "
+        "call as BN, the ghost batches normalised one after another inside it, and BRN's r and d computed and folded "
+        "into gamma and beta there too (their torch-op paths, a call per ghost batch and two more autograd nodes, "
+        "run on CUDA);",
+        f"- a stacked step of 3 BN networks (a vectorized sweep's, one call into `bnrepro/models/stacked_cpu.cpp`) "
+        f"costs {b['stacked_per_model_vs_single']:.2f}x a single network's step per network "
+        f"({b['stacked_step_us_per_model']:.0f} vs {b['step_us_ours']:.0f} us); the same step as torch ops with "
+        f"autograd costs {b['stacked_torch_ops_vs_cpp']:.2f}x the C++ one;",
+        f"- evaluation plus tracking is {100 * b['eval_share']:.1f}% of a default run ({eval_target} the 5% target "
+        "in this bench run; the share moves by about half a point from one run to the next), most of it the "
+        f"test-set forward pass that the bare loop makes too ({100 * b['test_forward_share']:.1f}%);",
+        f"- the conv net (`model=cnn`, BN before each ReLU): a full run costs {b['cnn_run_vs_bare']:.2f}x a bare loop "
+        f"of the same net with torch's BatchNorm2d (target 1.10x); its training step with our BN is "
+        f"{b['cnn_step_vs_torch']:.2f}x the step with torch's ({b['cnn_step_ms_ours']:.1f} vs "
+        f"{b['cnn_step_ms_torch']:.1f} ms; {b['cnn_step_ms_nobn']:.1f} ms without BN), and our BatchNorm2d's "
+        f"forward and backward alone {b['bn2d_step_vs_torch']:.2f}x torch's at 60 x 8 x 28 x 28, channels-last as "
+        "the net keeps its feature maps;",
+        f"- Sec. 4.2's conv net on Fashion-MNIST (`experiment=sec42`): {b['sec42_step_ms_baseline']:.1f} ms a "
+        f"training step for the Baseline (dropout, shifts), {b['sec42_step_ms_bn_x5']:.1f} ms for BN-x5; "
+        f"`experiment=sec42` and its ablation, {b['sec42_runs']} runs of {b['sec42_steps']:,} steps on 2 cores with "
+        f"the vectorized launcher, took {b['sec42_elapsed_s'] / 60:.1f} min from the first run's start to the last "
+        "one's end;",
+        f"- the probes that replay a step: `ics` costs {b['probe_ics_steps']:.1f} training steps of the paper's MLP "
+        f"per probed step, `landscape` (8 step sizes) {b['probe_landscape_steps']:.1f}; at their default intervals "
+        f"(every {b['probe_ics_every']} and {b['probe_landscape_every']} steps) a probed run's steps cost "
+        f"{b['probe_ics_run_vs_plain']:.2f}x and {b['probe_landscape_run_vs_plain']:.2f}x the unprobed ones "
+        "(target 1.5x), in the steps' own CPU time;",
+        f"- Figure 1's whole sweep as `make reproduce` runs it (6 runs x 50,000 steps), timed end to end in "
+        f"back-to-back pairs in alternating order: the basic launcher against `hydra/launcher=vectorized`, {times}, "
+        f"a median speed-up of **{statistics.median(pairs):.2f}x** (target 2.5x);",
+        f"- a {b['sweep_jobs']}-job sweep of {b['sweep_steps']:,} steps runs {b['sweep_speedup_vectorized']:.2f}x "
+        f"faster vectorized than with the basic launcher (joblib, one process per core: "
+        f"{b['sweep_speedup_joblib']:.2f}x; vectorized in one process: {b['sweep_speedup_vectorized_1proc']:.2f}x): "
+        "start-up costs weigh more in a sweep this short than in Figure 1's, and the basic launcher's jobs share "
+        "one process's start-up.",
+    ])
+
+
 WHY_BN_HELPS = ("noisy_bn", "noisy_bn_cnn", "lp_norms", "lp_norms_cnn", "ics", "ics_cnn", "ics_dln", "landscape",
                 "init_gradients")
 WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig1, "lr_sweep": lr_sweep,
@@ -315,7 +367,7 @@ WRITERS: dict[str, Callable[[Path], str]] = {"selection": selection, "fig1": fig
                                              "sec42_tuning": sec42_tuning, "sec42": sec42,
                                              "sec42_ablation": sec42_ablation, "batch_size": batch_size,
                                              "batch_size_cnn": partial(batch_size, name="batch_size_cnn"),
-                                             "bn_inference": bn_inference, "non_iid": non_iid,
+                                             "bn_inference": bn_inference, "non_iid": non_iid, "speed": speed,
                                              **{name: partial(study, name=name, layers=name != "ics_dln")
                                                 for name in WHY_BN_HELPS}}
 
