@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import time
@@ -10,8 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import in_process_job
 
+from bnrepro.atomic import atomic_write_text
+from bnrepro.interrupt import Interrupted
+from bnrepro.run import record as record_module
 from bnrepro.run.checkpoint import CHECKPOINT_FILE
+from bnrepro.run.job import train
 from bnrepro.run.lock import LOCK_FILE
 
 # long enough that a kill lands mid-run, short enough for the suite; checkpoints every 200 steps
@@ -123,3 +129,43 @@ def test_sigterm_stops_a_sweep_and_a_rerun_finishes_it(cli, start_cli, tmp_path:
     jobs = sorted(sweep.glob("[012]_*"))
     assert [_summary(j)["status"] for j in jobs] == ["completed"] * 3
     assert _summary(jobs[1])["resumed_from_step"] > 0
+
+
+def test_a_signal_right_after_a_checkpoint_replaced_the_last_records_the_new_ones_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second signal may land after a checkpoint's rename, before the run's bookkeeping knows of it: the summary's
+    steps_done must still be the step a resume continues from, the one in the file."""
+    real_save = record_module.save_checkpoint
+
+    def save_then_signal(run_dir: Path, *args, **kwargs) -> None:
+        real_save(run_dir, *args, **kwargs)
+        if args[2].step >= 40:  # the second periodic checkpoint is on disk: the signal's exception lands now
+            raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(record_module, "save_checkpoint", save_then_signal)
+    job = in_process_job(tmp_path / "run", "model.bn=before", "train.steps=100", "train.eval_every=50",
+                         "train.checkpoint_every=20")
+    with pytest.raises(Interrupted):
+        train([job])
+    summary = _summary(job.run_dir)
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    assert summary["steps_done"] == torch.load(job.run_dir / CHECKPOINT_FILE)["loop"]["step"] == 40
+
+
+def test_a_signal_right_after_the_temporary_file_is_created_leaves_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """atomic_write's temporary file is removed whatever instant a signal's exception comes, even before the
+    file descriptor is bound to a name."""
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    real_open = os.open
+
+    def open_then_signal(path, *args, **kwargs) -> int:
+        real_open(path, *args, **kwargs)
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(os, "open", open_then_signal)
+    with pytest.raises(Interrupted):
+        atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"] and target.read_text() == "old"

@@ -118,12 +118,22 @@ class RunRecord:
         """Mark the run interrupted by a signal that did not wait for the loop (during start-up, or a second one):
         it continues from the checkpoint in the folder, if any, so that is the step done."""
         self.summary.update(status="interrupted", signal=signal.Signals(signum).name,
-                            steps_done=self.checkpoint_step or 0, wall_time_s=time.perf_counter() - self.started,
+                            steps_done=self._step_on_disk(), wall_time_s=time.perf_counter() - self.started,
                             **self._accuracy(final=False))
         self._write_summary_if_possible()
         self.closed = True
         if self.wb is not None:
             self.wb.finish(self.summary, exit_code=EXIT_SIGNAL + signum)
+
+    def _step_on_disk(self) -> int:
+        """The step of the checkpoint in the folder, read from it: a signal may land after a checkpoint has
+        replaced the last one but before `checkpoint_step` says so. The last step this process knows of where the
+        file cannot be read (a resume refuses such a file anyway)."""
+        try:
+            payload = read_checkpoint(self.run_dir)
+        except Exception:  # noqa: BLE001 - recording an interruption must not fail over the checkpoint
+            return self.checkpoint_step or 0
+        return int(payload["loop"]["step"]) if payload is not None else 0
 
     def _write_summary_if_possible(self) -> None:
         try:
